@@ -1,0 +1,371 @@
+"""The in-process VMM: one vCPU, guest RAM, a serial console, an exit port and
+a periodic timer. It runs the guest until something the debug engine must
+see happens (a debug exit, a hlt, a store to a read-only page, a pause, the
+guest's exit) and returns that as a typed event.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from kvmbench.backends.kvm import abi, boot, kick, layout
+from kvmbench.backends.kvm.console import Console
+from kvmbench.backends.kvm.exits import (
+    Debug,
+    FailEntry,
+    Hlt,
+    InternalError,
+    IoIn,
+    IoOut,
+    Mmio,
+    Shutdown,
+    Unsupported,
+    decode_exit,
+)
+from kvmbench.backends.kvm.exits import (
+    KVM_EXIT_DEBUG,
+    KVM_EXIT_HLT,
+    KVM_EXIT_INTR,
+    KVM_EXIT_IO,
+    KVM_EXIT_IRQ_WINDOW_OPEN,
+)
+from kvmbench.backends.kvm.memory import GuestMemory, translate
+from kvmbench.backends.kvm.system import Kvm, Vcpu, Vm
+from kvmbench.errors import (
+    GuestCrashed,
+    GuestMemoryError,
+    GuestShutdown,
+    KvmInternalError,
+    SessionStateError,
+    UnexpectedExit,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Paused:
+    """``request_pause`` stopped the guest."""
+
+
+@dataclass(frozen=True, slots=True)
+class GuestExited:
+    """The guest wrote its exit code to the exit port."""
+
+    code: int
+
+
+MachineEvent = Debug | Hlt | Mmio | Paused | GuestExited
+_PAUSED = Paused()
+
+
+class _Timer(threading.Thread):
+    """Kicks the vCPU every period so the run loop can inject a timer tick."""
+
+    def __init__(self, machine: "Machine", period_us: int) -> None:
+        super().__init__(name="kvmbench-timer", daemon=True)
+        self._machine = machine
+        self._period = period_us / 1e6
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self._period):
+            self._machine._tick_due = True
+            self._machine._kick()
+
+
+class Machine:
+    """A booted guest. Create with :meth:`boot`; release with :meth:`close`.
+
+    Any one thread at a time may :meth:`run` the guest; any thread may
+    :meth:`request_pause`. Registers live in the run page's sync area
+    (KVM_CAP_SYNC_REGS): read them through :attr:`regs`, and call
+    :meth:`mark_regs_dirty` after changing them.
+    """
+
+    def __init__(self, kvm: Kvm, vm: Vm, vcpu: Vcpu, memory: GuestMemory, console: Console) -> None:
+        self.kvm, self.vm, self.vcpu, self.memory, self.console = kvm, vm, vcpu, memory, console
+        self._run_page = vcpu.run_page
+        self._run_address = ctypes.addressof(vcpu.run_page)
+        #: The guest's registers, valid whenever the guest is not running.
+        self.regs: abi.kvm_regs = self._run_page.s.regs.regs
+        self.exit_code: int | None = None
+        #: While True no timer interrupt is injected (the engine is stepping).
+        self.hold_interrupts = False
+        self._tick_due = False
+        self._timer: _Timer | None = None
+        self._pause_requested = False
+        self._vcpu_thread: int | None = None
+        self._sregs: abi.kvm_sregs | None = None
+        self._guest_debug = abi.kvm_guest_debug()
+        self._guest_debug_set = False
+
+    @classmethod
+    def boot(
+        cls,
+        image: Path,
+        argv: Sequence[str] = (),
+        mem_size: int = layout.DEFAULT_MEM_SIZE,
+        on_console: Callable[[str], None] | None = None,
+    ) -> "Machine":
+        """Create a VM, load ``image`` and stop at its first instruction."""
+        kick.install_kick_handler()
+        kvm = Kvm.open()
+        vm = vcpu = memory = None
+        try:
+            vm = kvm.create_vm()
+            memory = GuestMemory(vm, mem_size)
+            vcpu = vm.create_vcpu(0)
+            boot.write_boot_structures(memory)
+            entry = boot.load_elf(memory, image)
+            argc, argv_address = boot.write_boot_args(memory, [image.stem, *argv])
+            # CPUID before SREGS: KVM refuses EFER.LME for a vCPU without LM.
+            vcpu.set_cpuid2(kvm.get_supported_cpuid())
+            vcpu.set_sregs(boot.long_mode_sregs(vcpu.get_sregs()))
+            regs = boot.initial_regs(entry, argc, argv_address)
+            vcpu.set_regs(regs)
+            run = vcpu.run_page
+            run.kvm_valid_regs = abi.KVM_SYNC_X86_REGS
+            # Until the first KVM_RUN the sync area is empty: seed it.
+            run.s.regs.regs = regs
+            run.kvm_dirty_regs = 0
+            return cls(kvm, vm, vcpu, memory, Console(on_console))
+        except BaseException:
+            for part in (vcpu, memory, vm, kvm):
+                if part is not None:
+                    part.close()
+            raise
+
+    # --- registers and memory ------------------------------------------------
+
+    def mark_regs_dirty(self) -> None:
+        """Write :attr:`regs` back to the vCPU on the next run (one ioctl saved)."""
+        self._run_page.kvm_dirty_regs |= abi.KVM_SYNC_X86_REGS
+
+    def get_sregs(self) -> abi.kvm_sregs:
+        """Special registers, fetched once per stop."""
+        if self._sregs is None:
+            self._sregs = self.vcpu.get_sregs()
+        return self._sregs
+
+    def translate(self, address: int) -> int:
+        """Guest-physical address of guest-virtual ``address``."""
+        sregs = self.get_sregs()
+        return translate(self.memory.read_u64, sregs.cr0, sregs.cr3, address)[0]
+
+    def read_virtual(self, address: int, length: int) -> bytes:
+        """Bytes at a guest-virtual address, across page boundaries."""
+        out = bytearray()
+        while length > 0:
+            chunk = min(length, 4096 - (address & 0xFFF))
+            out += self.memory.read(self.translate(address), chunk)
+            address += chunk
+            length -= chunk
+        return bytes(out)
+
+    def write_virtual(self, address: int, data: bytes) -> None:
+        offset = 0
+        while offset < len(data):
+            chunk = min(len(data) - offset, 4096 - ((address + offset) & 0xFFF))
+            self.memory.write(self.translate(address + offset), data[offset : offset + chunk])
+            offset += chunk
+
+    # --- debug control ---------------------------------------------------------
+
+    def set_guest_debug(self, control: int, debugregs: Sequence[int] = (0,) * 8) -> None:
+        """KVM_SET_GUEST_DEBUG, skipped when nothing changed since the last call."""
+        gd = self._guest_debug
+        if self._guest_debug_set and gd.control == control and tuple(gd.arch.debugreg) == tuple(
+            debugregs
+        ):
+            return
+        gd.control = control
+        for i, value in enumerate(debugregs):
+            gd.arch.debugreg[i] = value
+        self.vcpu.set_guest_debug(gd)
+        self._guest_debug_set = True
+
+    @property
+    def guest_debug_control(self) -> int:
+        return self._guest_debug.control
+
+    def inject_exception(self, vector: int, payload: int | None = None) -> None:
+        """Queue ``vector`` for the guest, as if its own code had raised it."""
+        events = self.vcpu.get_vcpu_events()
+        events.exception.injected = 0
+        events.exception.pending = 1
+        events.exception.nr = vector
+        events.exception.has_error_code = 0
+        if payload is not None:
+            events.flags |= abi.KVM_VCPUEVENT_VALID_PAYLOAD
+            events.exception_has_payload = 1
+            events.exception_payload = payload
+        self.vcpu.set_vcpu_events(events)
+
+    # --- running -----------------------------------------------------------------
+
+    def request_pause(self) -> None:
+        """Stop a running guest soon (thread-safe); the run returns :class:`Paused`."""
+        self._pause_requested = True
+        self._kick()
+
+    def _kick(self) -> None:
+        self._run_page.immediate_exit = 1
+        thread = self._vcpu_thread
+        if thread is not None:
+            kick.kick(thread)
+
+    def run(self) -> MachineEvent:
+        """Run until an event the debugger must see; device exits are served here."""
+        if self.exit_code is not None:
+            raise SessionStateError(f"the guest has exited (code {self.exit_code})")
+        run = self._run_page
+        vcpu_run = self.vcpu.run
+        self._sregs = None
+        self._vcpu_thread = threading.get_ident()
+        try:
+            while True:
+                if self._tick_due and not self.hold_interrupts:
+                    self._offer_tick()
+                vcpu_run()
+                reason = run.exit_reason
+                if reason == KVM_EXIT_DEBUG:
+                    d = run.exit.debug
+                    return Debug(d.exception, d.pc, d.dr6, d.dr7)
+                if reason == KVM_EXIT_IO:
+                    event = self._serve_io()
+                    if event is not None:
+                        return event
+                elif reason == KVM_EXIT_INTR:
+                    # Clear before looking at the flag, so a pause that lands
+                    # after the look still ends the next KVM_RUN.
+                    run.immediate_exit = 0
+                    if self._pause_requested:
+                        self._pause_requested = False
+                        self.console.flush()
+                        return _PAUSED
+                elif reason == KVM_EXIT_IRQ_WINDOW_OPEN:
+                    run.request_interrupt_window = 0
+                else:
+                    return self._other_exit()
+        finally:
+            self._vcpu_thread = None
+
+    def _offer_tick(self) -> None:
+        run = self._run_page
+        if run.ready_for_interrupt_injection and run.if_flag:
+            self.vcpu.interrupt(layout.TIMER_VECTOR)
+            self._tick_due = False
+            run.request_interrupt_window = 0
+        else:
+            # Ask KVM to exit as soon as the guest can take an interrupt.
+            run.request_interrupt_window = 1
+
+    def _serve_io(self) -> GuestExited | None:
+        exit = decode_exit(self._run_page, self._run_address)
+        if isinstance(exit, IoIn):
+            self._complete_io_in(exit)
+            return None
+        assert isinstance(exit, IoOut)
+        port = exit.port
+        if port == layout.PORT_SERIAL:
+            self.console.write(exit.data)
+        elif port == layout.PORT_EXIT:
+            self.exit_code = int.from_bytes(exit.data, "little")
+            self.console.flush()
+            self._stop_timer()
+            return GuestExited(self.exit_code)
+        elif port == layout.PORT_FAULT:
+            self.console.flush()
+            self._raise_fault(exit.data[0])
+        elif port == layout.PORT_TIMER:
+            self._set_timer(int.from_bytes(exit.data, "little"))
+        # Other ports read as absent hardware and ignore writes, as on a PC.
+        return None
+
+    def _complete_io_in(self, exit: IoIn) -> None:
+        io = self._run_page.exit.io
+        value = 0x60 if exit.port == layout.PORT_SERIAL_LSR else 0xFF
+        # SAFETY: data_offset lies inside the run page (api.rst, KVM_EXIT_IO).
+        ctypes.memset(self._run_address + io.data_offset, value, exit.size * io.count)
+
+    def _raise_fault(self, vector: int) -> None:
+        frame = self.regs.rsp + (8 if vector in boot.ERROR_CODE_VECTORS else 0)
+        error_code = self.memory.read_u64(self.translate(self.regs.rsp)) if (
+            vector in boot.ERROR_CODE_VECTORS
+        ) else None
+        try:
+            rip = self.memory.read_u64(self.translate(frame))
+        except GuestMemoryError:
+            rip = None
+        raise GuestCrashed(vector, rip, error_code)
+
+    def _other_exit(self) -> MachineEvent:
+        exit = decode_exit(self._run_page, self._run_address)
+        rip = self.regs.rip
+        if isinstance(exit, (Hlt, Mmio)):
+            if isinstance(exit, Mmio) and not self.memory.contains(exit.address, exit.length):
+                raise UnexpectedExit(
+                    f"guest {'wrote' if exit.is_write else 'read'} {exit.length} bytes at "
+                    f"{exit.address:#x}, outside guest memory", rip
+                )
+            return exit
+        self.console.flush()
+        if isinstance(exit, Shutdown):
+            raise GuestShutdown("guest triple-faulted (KVM_EXIT_SHUTDOWN)", rip)
+        if isinstance(exit, InternalError):
+            raise KvmInternalError(
+                f"KVM_EXIT_INTERNAL_ERROR, suberror {exit.suberror} ({exit.description})",
+                rip,
+                exit.suberror,
+            )
+        if isinstance(exit, FailEntry):
+            raise KvmInternalError(
+                f"KVM_EXIT_FAIL_ENTRY, hardware reason {exit.hardware_reason:#x}", rip
+            )
+        assert isinstance(exit, Unsupported)
+        raise UnexpectedExit(f"unexpected KVM exit {exit.reason}", rip)
+
+    # --- timer ---------------------------------------------------------------
+
+    def _set_timer(self, period_us: int) -> None:
+        self._stop_timer()
+        if period_us:
+            self._timer = _Timer(self, max(period_us, 100))
+            self._timer.start()
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.stopped.set()
+            self._timer.join()
+            self._timer = None
+        self._tick_due = False
+
+    @property
+    def timer_running(self) -> bool:
+        return self._timer is not None
+
+    def close(self) -> None:
+        """Stop the timer, free guest memory and close every fd. Idempotent."""
+        self._stop_timer()
+        if self.vcpu.fd < 0:
+            return
+        # Views into the run page must go before the page is unmapped.
+        del self.regs, self._run_page
+        self.memory.close()
+        self.vcpu.close()
+        self.vm.close()
+        self.kvm.close()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
+    """Poll ``predicate`` until true or ``timeout`` seconds pass (for tests)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True
