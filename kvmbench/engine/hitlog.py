@@ -1,0 +1,86 @@
+"""The hit log: exact per-request totals plus a bounded ring of recent hits.
+
+Rows are (request number, time in ns, pc, caller or writer pc). The ring
+lives in preallocated ``array`` columns so recording a hit allocates nothing;
+plots read the columns as they are.
+"""
+
+from __future__ import annotations
+
+import time
+from array import array
+from collections import Counter
+from dataclasses import dataclass
+
+DEFAULT_CAPACITY = 1 << 16
+
+
+@dataclass(frozen=True)
+class HitRows:
+    """A snapshot of the ring, oldest first, as parallel columns."""
+
+    number: list[int]
+    time_ns: list[int]
+    pc: list[int]
+    caller: list[int]
+
+    def __len__(self) -> int:
+        return len(self.number)
+
+
+class HitLog:
+    """Per-breakpoint and per-watchpoint hit counts and recent hits."""
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        if capacity <= 0:
+            raise ValueError("hit log capacity must be positive")
+        self.capacity = capacity
+        self._number = array("q", bytes(8 * capacity))
+        self._time = array("q", bytes(8 * capacity))
+        self._pc = array("Q", bytes(8 * capacity))
+        self._caller = array("Q", bytes(8 * capacity))
+        self._next = 0
+        self._recorded = 0
+        self.totals: Counter[int] = Counter()
+        self.start_ns = time.perf_counter_ns()
+
+    def record(self, number: int, pc: int, caller: int) -> None:
+        """Count one hit of request ``number`` at ``pc`` (caller: return address
+        for breakpoints, the writer's pc for watchpoints)."""
+        i = self._next
+        self._number[i] = number
+        self._time[i] = time.perf_counter_ns()
+        self._pc[i] = pc
+        self._caller[i] = caller
+        self._next = 0 if i + 1 == self.capacity else i + 1
+        self._recorded += 1
+        self.totals[number] += 1
+
+    @property
+    def recorded(self) -> int:
+        """Hits recorded since the log was created (including ones the ring dropped)."""
+        return self._recorded
+
+    def count(self, number: int) -> int:
+        return self.totals[number]
+
+    def rows(self, number: int | None = None) -> HitRows:
+        """The hits still in the ring, oldest first; only ``number``'s if given."""
+        n = min(self._recorded, self.capacity)
+        start = (self._next - n) % self.capacity
+        order = [(start + k) % self.capacity for k in range(n)]
+        cols = [[col[i] for i in order] for col in (self._number, self._time, self._pc, self._caller)]
+        if number is not None:
+            keep = [k for k, num in enumerate(cols[0]) if num == number]
+            cols = [[c[k] for k in keep] for c in cols]
+        return HitRows(*cols)
+
+    def forget(self, number: int) -> None:
+        """Drop a deleted request's total (its ring rows age out on their own)."""
+        self.totals.pop(number, None)
+
+    def clear(self) -> None:
+        self._next = 0
+        self._recorded = 0
+        self.totals.clear()
+        self.start_ns = time.perf_counter_ns()
