@@ -14,10 +14,11 @@
  *   read      load probe_var 100 times
  *   step      run probe_step_code: straight-line nops and movs
  *   irq       timer at 1000 us, interrupts on; exit 0 once probe_ticks
- *             reaches 3, or 2 if it did not within a bounded loop
+ *             reaches 3, or 2 if it did not within about a second
  *   sti_step  a pending timer tick, then probe_sti_block (sti, nop,
  *             cpuid, wrmsr, cli) for single-step conformance (the
- *             interrupt must not be delivered while stepping)
+ *             interrupt must not be delivered while stepping), then
+ *             interrupts on until a tick arrives (probe_ticks > 0)
  *
  * Exits 0 (irq: 2 on too few ticks); EXIT_USAGE for an unknown mode.
  */
@@ -25,8 +26,13 @@
 
 #define PROBE_REPEAT 100
 #define PROBE_IRQ_TICKS 3
+/* Waits end on whichever bound comes first: iterations (in case the TSC
+ * does not advance) or TSC cycles (guests run natively on some hosts and
+ * emulated, a thousand times slower, on others). */
 #define PROBE_IRQ_SPINS 200000000UL
-#define PROBE_PENDING_SPINS 10000000UL  /* long enough for a 1 ms tick to fall due */
+#define PROBE_IRQ_CYCLES (1UL << 32)       /* 1-2 s at 2-4 GHz */
+#define PROBE_PENDING_SPINS 10000000UL
+#define PROBE_PENDING_CYCLES 10000000UL    /* 2-5 ms: a 1 ms tick falls due */
 #define BP_VECTOR 3
 #define GP_VECTOR 13
 
@@ -114,11 +120,13 @@ NOINLINE void probe_tick_handler(struct trap_frame *frame)
 
 NOINLINE int probe_irq(void)
 {
+    u64 start = rdtsc();
+
     set_trap_handler(TIMER_VECTOR, probe_tick_handler);
     timer_start(1000);
     irq_enable();
     for (probe_spins = 0; probe_spins < PROBE_IRQ_SPINS; probe_spins++)
-        if (probe_ticks >= PROBE_IRQ_TICKS)
+        if (probe_ticks >= PROBE_IRQ_TICKS || rdtsc() - start > PROBE_IRQ_CYCLES)
             break;
     irq_disable();
     timer_stop();
@@ -171,13 +179,23 @@ NOINLINE void probe_gp_handler(struct trap_frame *frame)
 
 NOINLINE void probe_sti(void)
 {
+    u64 start = rdtsc();
+
     set_trap_handler(TIMER_VECTOR, probe_tick_handler);
     set_trap_handler(GP_VECTOR, probe_gp_handler);
     timer_start(1000);
     /* Interrupts are off: let a tick fall due so it is pending at the sti. */
     for (probe_spins = 0; probe_spins < PROBE_PENDING_SPINS; probe_spins++)
-        ;
+        if (rdtsc() - start > PROBE_PENDING_CYCLES)
+            break;
     probe_sti_step();
+    /* Now let the pending tick in (probe_ticks > 0 shows one was due). */
+    start = rdtsc();
+    irq_enable();
+    for (probe_spins = 0; probe_spins < PROBE_PENDING_SPINS; probe_spins++)
+        if (probe_ticks > 0 || rdtsc() - start > PROBE_PENDING_CYCLES)
+            break;
+    irq_disable();
     timer_stop();
 }
 

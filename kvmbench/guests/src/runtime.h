@@ -130,6 +130,17 @@ ALWAYS_INLINE u8 inb(u16 port)
     return value;
 }
 
+/* The time-stamp counter: cycles at a constant rate (a few GHz), for
+ * bounding waits by time rather than by iterations, whose speed varies a
+ * thousandfold between hosts that run guest code natively and hosts that
+ * emulate it. */
+ALWAYS_INLINE u64 rdtsc(void)
+{
+    u32 lo, hi;
+    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+    return ((u64)hi << 32) | lo;
+}
+
 ALWAYS_INLINE void irq_enable(void)  { __asm__ volatile("sti" ::: "memory"); }
 ALWAYS_INLINE void irq_disable(void) { __asm__ volatile("cli" ::: "memory"); }
 ALWAYS_INLINE void cpu_relax(void)   { __asm__ volatile("pause" ::: "memory"); }
