@@ -1,0 +1,53 @@
+"""kvmbench: a Jupyter-kernel debugging workbench for KVM guests.
+
+>>> import kvmbench
+>>> s = kvmbench.open("fib", args=["20"])
+>>> bp = s.breakpoints.trace("fib")
+>>> s.cont().describe()
+'guest exited with code 0'
+>>> bp.hit_count
+21891
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from kvmbench.backends.capabilities import HostCapabilities
+from kvmbench.backends.kvm import layout
+from kvmbench.backends.kvm.machine import Machine
+from kvmbench.backends.kvm.probe import probe_host
+from kvmbench.engine.session import Session
+from kvmbench.guests import GUEST_NAMES, guest_path
+from kvmbench.symbols import load_symbols
+
+__all__ = ["open", "Session", "GUEST_NAMES", "resolve_image"]
+__version__ = "0.1.0"
+
+
+def resolve_image(guest: str | Path) -> Path:
+    """A bundled guest's ELF by name, or an ELF path as given."""
+    if isinstance(guest, str) and guest in GUEST_NAMES:
+        return guest_path(guest)
+    return Path(guest)
+
+
+def open(  # noqa: A001 - the library's entry point, like io.open
+    guest: str | Path,
+    args: Sequence[str | int] = (),
+    *,
+    capabilities: HostCapabilities | None = None,
+    on_console: Callable[[str], None] | None = None,
+    mem_size: int = layout.DEFAULT_MEM_SIZE,
+) -> Session:
+    """Boot ``guest`` (a bundled guest's name or an ELF path) stopped at its
+    first instruction, under a debug session."""
+    image = resolve_image(guest)
+    symbols = load_symbols(image)
+    caps = capabilities if capabilities is not None else probe_host()
+    machine = Machine.boot(image, [str(a) for a in args], mem_size=mem_size, on_console=on_console)
+    return Session(machine, symbols, caps, image)
+
+

@@ -15,7 +15,8 @@ class Feature(enum.Enum):
 
     INT3 = "int3 trap (USE_SW_BP)"
     HLT_TRAP = "hlt trap (1-byte)"
-    HW_EXECUTE = "hw execute breakpoint (DR0-3, RF)"
+    HW_EXECUTE = "hw execute breakpoint (DR0-3)"
+    RESUME_FLAG = "resume past a DRn hit with RF"
     HW_WRITE_WATCH = "hw write watchpoint (DR7 RW=01)"
     HW_ACCESS_WATCH = "hw access watchpoint (DR7 RW=11)"
     SINGLE_STEP = "single-step"

@@ -33,10 +33,11 @@ class GuestMemory:
         self._vm = vm
         self.size = size
         self._map = mmap.mmap(-1, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-        # SAFETY: the view only yields the address; the mapping lives as long
-        # as this object, and close() drops the view first.
-        self._anchor = ctypes.c_char.from_buffer(self._map)
-        self.host_address = ctypes.addressof(self._anchor)
+        # SAFETY: KVM gets this address; the mapping lives until close(),
+        # which deletes the memslots first.
+        anchor = ctypes.c_char.from_buffer(self._map)
+        self.host_address = ctypes.addressof(anchor)
+        del anchor
         self._readonly_pages: frozenset[int] = frozenset()
         self._slots: list[abi.kvm_userspace_memory_region] = []
         self._install_slots()
@@ -129,7 +130,6 @@ class GuestMemory:
                 except OSError:
                     pass  # the VM fd may already be gone; the mapping still goes
             self._slots = []
-            del self._anchor
             self._map.close()
 
 

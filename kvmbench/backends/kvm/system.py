@@ -25,6 +25,15 @@ _ioctl.restype = ctypes.c_int
 KVM_DEVICE = "/dev/kvm"
 
 
+def _address_of(mapping: mmap.mmap) -> int:
+    """The address of an mmap, without leaving an export that pins it."""
+    anchor = ctypes.c_char.from_buffer(mapping)
+    try:
+        return ctypes.addressof(anchor)
+    finally:
+        del anchor
+
+
 def _check(result: int, name: str) -> int:
     if result < 0:
         raise KvmError(ctypes.get_errno(), name)
@@ -109,13 +118,14 @@ class Vcpu(_Fd):
     def __init__(self, fd: int, mmap_size: int) -> None:
         super().__init__(fd)
         self._run_map = mmap.mmap(fd, mmap_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        # SAFETY: the mapping is at least sizeof(kvm_run) (KVM_GET_VCPU_MMAP_SIZE)
-        # and outlives this view: close() drops the view before unmapping.
-        self.run_page: abi.kvm_run = abi.kvm_run.from_buffer(self._run_map)
+        # SAFETY: the mapping is at least sizeof(kvm_run) (KVM_GET_VCPU_MMAP_SIZE).
+        # The view is made from the address, not the buffer, so a traceback
+        # that still holds it cannot keep close() from unmapping; nothing
+        # reads through it after close() (the Machine drops its references).
+        self.run_page: abi.kvm_run = abi.kvm_run.from_address(_address_of(self._run_map))
 
     def close(self) -> None:
         if self.fd >= 0:
-            del self.run_page
             self._run_map.close()
         super().close()
 

@@ -1,0 +1,1038 @@
+"""A debug session over one guest: the shared breakpoint engine and run control.
+
+The session owns the guest (a :class:`~kvmbench.backends.kvm.machine.Machine`),
+serves every breakpoint and watchpoint by the mechanism the planner picks,
+and turns what the machine reports into :class:`~kvmbench.engine.model.Stop`
+values. Run control (``cont``, ``stepi``...) blocks the calling thread;
+:meth:`Session.pause` may be called from any other thread.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from kvmbench.arch import instructions
+from kvmbench.arch.profiles import X86_64, SlotKind
+from kvmbench.arch.x86_64 import Dr6, Rflags
+from kvmbench.backends.capabilities import Feature, HostCapabilities
+from kvmbench.backends.kvm import abi
+from kvmbench.backends.kvm.exits import Debug, Hlt, Mmio
+from kvmbench.backends.kvm.machine import (
+    GuestExited,
+    Int3Undelivered,
+    Machine,
+    MachineEvent,
+    Paused,
+)
+from kvmbench.engine.conditions import CompiledCondition
+from kvmbench.engine.hitlog import HitLog
+from kvmbench.engine.model import (
+    Access,
+    Breakpoint,
+    Condition,
+    Kind,
+    Mechanism,
+    Stop,
+    StopReason,
+    Watchpoint,
+)
+from kvmbench.engine.patches import PatchTable
+from kvmbench.engine.planner import plan_breakpoint, plan_watchpoint
+from kvmbench.engine.slots import SlotTable
+from kvmbench.engine.views import Memory, Registers
+from kvmbench.errors import (
+    BreakpointError,
+    ConditionError,
+    GuestError,
+    GuestMemoryError,
+    KvmbenchError,
+    SessionStateError,
+    SlotsExhausted,
+    UsageError,
+)
+from kvmbench.symbols.table import SymbolTable
+
+_TRAP_OPCODE = {Mechanism.INT3: 0xCC, Mechanism.HLT_TRAP: 0xF4}
+_PUSH_R64 = range(0x50, 0x58)
+_GPR_BY_CODE = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi")
+_REX_B = 0x41
+_MASK64 = (1 << 64) - 1
+_DR6_SLOTS = Dr6.B0 | Dr6.B1 | Dr6.B2 | Dr6.B3
+
+
+class RunState(enum.Enum):
+    STOPPED = "stopped"
+    RUNNING = "running"
+    EXITED = "exited"
+    CRASHED = "crashed"
+
+
+@dataclass
+class _Internal:
+    """A breakpoint run control sets for itself (finish, until, nexti)."""
+
+    breakpoint: Breakpoint
+    reason: StopReason
+    #: True when the hit is in the frame run control waits for.
+    in_frame: Callable[[], bool]
+
+
+class _Requests:
+    """Numbering shared by breakpoints and watchpoints, as gdb does."""
+
+    def __init__(self) -> None:
+        self.next_number = 1
+
+    def take(self) -> int:
+        number = self.next_number
+        self.next_number += 1
+        return number
+
+
+class Breakpoints:
+    """``session.breakpoints``: add, delete, enable, disable, iterate."""
+
+    def __init__(self, session: "Session") -> None:
+        self._session = session
+        self._by_number: dict[int, Breakpoint] = {}
+
+    def add(
+        self,
+        location: str | int,
+        *,
+        kind: Kind | str = Kind.AUTO,
+        condition: Condition = None,
+        ignore_count: int = 0,
+        temporary: bool = False,
+        tracepoint: bool = False,
+        enabled: bool = True,
+    ) -> Breakpoint:
+        """A breakpoint at a symbol, ``symbol+offset``, ``file.c:line`` or address.
+
+        Symbols break at their first instruction (gdb's ``break *fib``), so a
+        tracepoint counts every call and sees the caller's return address.
+        """
+        return self._session._add_breakpoint(
+            location, _kind(kind), condition, ignore_count, temporary, tracepoint, enabled
+        )
+
+    def trace(self, location: str | int, **options: object) -> Breakpoint:
+        """A tracepoint: counts hits and never stops."""
+        return self.add(location, tracepoint=True, **options)  # type: ignore[arg-type]
+
+    def delete(self, number: int) -> None:
+        self._session._delete_breakpoint(self[number])
+
+    def enable(self, number: int) -> None:
+        self._session._set_enabled(self[number], True)
+
+    def disable(self, number: int) -> None:
+        self._session._set_enabled(self[number], False)
+
+    def set_condition(self, number: int, condition: Condition) -> None:
+        bp = self[number]
+        self._session._conditions[bp.number] = (
+            CompiledCondition(condition) if condition is not None else None
+        )
+        bp.condition = condition
+
+    def set_ignore_count(self, number: int, count: int) -> None:
+        if count < 0:
+            raise UsageError("ignore count must not be negative")
+        self[number].ignore_count = count
+
+    def __getitem__(self, number: int) -> Breakpoint:
+        bp = self._by_number.get(number)
+        if bp is None:
+            raise UsageError(f"no breakpoint number {number}")
+        return bp
+
+    def get(self, number: int) -> Breakpoint | None:
+        return self._by_number.get(number)
+
+    def __iter__(self) -> Iterator[Breakpoint]:
+        return iter(sorted(self._by_number.values(), key=lambda b: b.number))
+
+    def __len__(self) -> int:
+        return len(self._by_number)
+
+    def __contains__(self, number: object) -> bool:
+        return number in self._by_number
+
+
+class Watchpoints:
+    """``session.watchpoints``: add, delete, enable, disable, iterate."""
+
+    def __init__(self, session: "Session") -> None:
+        self._session = session
+        self._by_number: dict[int, Watchpoint] = {}
+
+    def add(
+        self,
+        location: str | int,
+        length: int | None = None,
+        *,
+        access: Access | str = Access.WRITE,
+        kind: Kind | str = Kind.AUTO,
+        condition: Condition = None,
+        ignore_count: int = 0,
+        tracepoint: bool = False,
+    ) -> Watchpoint:
+        """Watch ``length`` bytes (default: the symbol's size, else 8)."""
+        return self._session._add_watchpoint(
+            location, length, _access(access), _kind(kind), condition, ignore_count, tracepoint
+        )
+
+    def delete(self, number: int) -> None:
+        self._session._delete_watchpoint(self[number])
+
+    def __getitem__(self, number: int) -> Watchpoint:
+        wp = self._by_number.get(number)
+        if wp is None:
+            raise UsageError(f"no watchpoint number {number}")
+        return wp
+
+    def get(self, number: int) -> Watchpoint | None:
+        return self._by_number.get(number)
+
+    def __iter__(self) -> Iterator[Watchpoint]:
+        return iter(sorted(self._by_number.values(), key=lambda w: w.number))
+
+    def __len__(self) -> int:
+        return len(self._by_number)
+
+
+def _kind(kind: Kind | str) -> Kind:
+    try:
+        return kind if isinstance(kind, Kind) else Kind(kind.lower())
+    except ValueError:
+        raise UsageError(f"breakpoint kind must be auto, hw or sw, not {kind!r}") from None
+
+
+def _access(access: Access | str) -> Access:
+    try:
+        return access if isinstance(access, Access) else Access(access.lower())
+    except ValueError:
+        raise UsageError(f"watch access must be write, read or access, not {access!r}") from None
+
+
+class Session:
+    """A live guest under the debugger. Create with :func:`kvmbench.open`."""
+
+    def __init__(
+        self,
+        machine: Machine,
+        symbols: SymbolTable,
+        capabilities: HostCapabilities,
+        image: Path,
+    ) -> None:
+        self.machine = machine
+        self.symbols = symbols
+        self.capabilities = capabilities
+        self.image = image
+        self.hits = HitLog()
+        self.breakpoints = Breakpoints(self)
+        self.watchpoints = Watchpoints(self)
+        self.state = RunState.STOPPED
+        self.last_stop: Stop | None = None
+        #: Stop at traps the guest raises itself instead of handing them over.
+        self.catch_guest_traps = False
+        self._numbers = _Requests()
+        self._patches = PatchTable(machine.memory)
+        self._slots = SlotTable(X86_64)
+        self._conditions: dict[int, CompiledCondition | None] = {}
+        #: Enabled breakpoints by address (internal ones included).
+        self._armed: dict[int, list[Breakpoint]] = {}
+        self._internal: dict[int, _Internal] = {}
+        self._next_internal = -1
+        self._lock = threading.Lock()
+        self.regs = Registers(machine, self._require_stopped)
+        self.mem = Memory(machine, self._patches, self._require_stopped)
+        # The engine's own view, used while the guest is formally running.
+        self._mem = Memory(machine, self._patches, lambda: None)
+
+    # --- state -----------------------------------------------------------------
+
+    def _require_stopped(self) -> None:
+        if self.state is RunState.RUNNING:
+            raise SessionStateError("the guest is running; pause it first")
+        if self.state is not RunState.STOPPED:
+            raise SessionStateError(f"the guest has {self.state.value}; boot it again")
+
+    @property
+    def console(self) -> str:
+        """Everything the guest printed."""
+        return self.machine.console.text
+
+    @property
+    def pc(self) -> int:
+        return self.regs.rip
+
+    def close(self) -> None:
+        """Restore patched code, free the guest and every fd. Idempotent."""
+        if self.state is RunState.RUNNING:
+            raise SessionStateError("pause the guest before closing the session")
+        if self.machine.vcpu.fd >= 0:
+            self._patches.remove_all()
+            self.machine.close()
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- breakpoints -------------------------------------------------------------
+
+    def _resolve(self, location: str | int) -> tuple[str, int]:
+        if isinstance(location, int):
+            return f"{location:#x}", location
+        text = location.strip()
+        if not text:
+            raise UsageError("empty location")
+        return text, self.symbols.resolve(text)
+
+    def _check_code_address(self, address: int) -> None:
+        try:
+            physical = self.machine.translate(address)
+        except GuestMemoryError as e:
+            raise BreakpointError(f"cannot break at {address:#x}: {e}") from None
+        if not self.machine.memory.contains(physical):
+            raise BreakpointError(f"cannot break at {address:#x}: outside guest memory")
+
+    def _add_breakpoint(
+        self,
+        location: str | int,
+        kind: Kind,
+        condition: Condition,
+        ignore_count: int,
+        temporary: bool,
+        tracepoint: bool,
+        enabled: bool,
+    ) -> Breakpoint:
+        self._require_stopped()
+        text, address = self._resolve(location)
+        self._check_code_address(address)
+        if ignore_count < 0:
+            raise UsageError("ignore count must not be negative")
+        compiled = CompiledCondition(condition) if condition is not None else None
+        bp = Breakpoint(
+            number=self._numbers.next_number,
+            location=text,
+            address=address,
+            kind=kind,
+            condition=condition,
+            ignore_count=ignore_count,
+            temporary=temporary,
+            tracepoint=tracepoint,
+            enabled=enabled,
+        )
+        if enabled:
+            self._serve(bp)
+        self._numbers.take()
+        self._conditions[bp.number] = compiled
+        self.breakpoints._by_number[bp.number] = bp
+        return bp
+
+    def _serve(self, bp: Breakpoint) -> None:
+        """Give ``bp`` a mechanism and arm it; raises if none can serve."""
+        plan = plan_breakpoint(bp.kind, self.capabilities)
+        failure: KvmbenchError | None = None
+        for mechanism, reason in plan.choices:
+            try:
+                if mechanism is Mechanism.HW_EXECUTE:
+                    bp.slot = self._slots.allocate(bp, SlotKind.EXECUTE, bp.address).slot
+                else:
+                    self._patches.insert(self.machine.translate(bp.address), _TRAP_OPCODE[mechanism])
+                    self._update_readonly_pages()
+                    bp.slot = None
+            except (SlotsExhausted, GuestMemoryError) as e:
+                failure = e
+                continue
+            bp.mechanism, bp.reason = mechanism, reason
+            self._armed.setdefault(bp.address, []).append(bp)
+            return
+        assert failure is not None
+        raise failure
+
+    def _unserve(self, bp: Breakpoint) -> None:
+        if bp.mechanism is None:
+            return
+        if bp.mechanism is Mechanism.HW_EXECUTE:
+            self._slots.release(bp)
+        else:
+            self._patches.remove(self.machine.translate(bp.address))
+            self._update_readonly_pages()
+        users = self._armed.get(bp.address, [])
+        if bp in users:
+            users.remove(bp)
+        if not users:
+            self._armed.pop(bp.address, None)
+        bp.mechanism, bp.slot, bp.reason = None, None, ""
+        self._replan()
+
+    def _replan(self) -> None:
+        """Move requests to better mechanisms when slots free up."""
+        for wp in self.watchpoints:
+            if wp.enabled and wp.kind is Kind.AUTO and wp.mechanism is not Mechanism.HW_DATA:
+                plan = plan_watchpoint(wp.kind, wp.access, self.capabilities)
+                if plan.choices[0][0] is Mechanism.HW_DATA:
+                    try:
+                        self._slots.allocate_range(wp, _slot_kind(wp.access), wp.address, wp.length)
+                    except SlotsExhausted:
+                        continue
+                    self._slots.release(wp)
+                    self._unserve_watch(wp)
+                    self._serve_watch(wp)
+
+    def _delete_breakpoint(self, bp: Breakpoint) -> None:
+        self._require_stopped()
+        self._unserve(bp)
+        self.breakpoints._by_number.pop(bp.number, None)
+        self._conditions.pop(bp.number, None)
+        self.hits.forget(bp.number)
+
+    def _set_enabled(self, bp: Breakpoint, enabled: bool) -> None:
+        self._require_stopped()
+        if enabled and not bp.enabled:
+            self._serve(bp)
+        elif not enabled and bp.enabled:
+            self._unserve(bp)
+        bp.enabled = enabled
+
+    def slot_usage(self) -> tuple[int, int, list[tuple[str, str]]]:
+        """(used, total, [(slot, holder)]) of the hardware debug slots."""
+        holders = [(h.slot, str(h.owner)) for h in self._slots.holders()]
+        return self._slots.used, self._slots.total, holders
+
+    # --- watchpoints ---------------------------------------------------------
+
+    def _add_watchpoint(
+        self,
+        location: str | int,
+        length: int | None,
+        access: Access,
+        kind: Kind,
+        condition: Condition,
+        ignore_count: int,
+        tracepoint: bool,
+    ) -> Watchpoint:
+        self._require_stopped()
+        text, address = self._resolve(location)
+        if length is None:
+            symbol = self.symbols.get_by_name(text) if isinstance(location, str) else None
+            length = symbol.size if symbol is not None and symbol.size else 8
+        if length <= 0:
+            raise UsageError(f"watch length must be positive, not {length}")
+        for offset in range(0, length, 4096):
+            self._check_data_range(address + offset, min(4096, length - offset))
+        self._check_data_range(address + length - 1, 1)
+        compiled = CompiledCondition(condition) if condition is not None else None
+        wp = Watchpoint(
+            number=self._numbers.next_number,
+            location=text,
+            address=address,
+            length=length,
+            access=access,
+            kind=kind,
+            condition=condition,
+            ignore_count=ignore_count,
+            tracepoint=tracepoint,
+        )
+        wp.value = self.mem.read(address, length)
+        self._serve_watch(wp)
+        self._numbers.take()
+        self._conditions[wp.number] = compiled
+        self.watchpoints._by_number[wp.number] = wp
+        return wp
+
+    def _check_data_range(self, address: int, length: int) -> None:
+        try:
+            physical = self.machine.translate(address)
+        except GuestMemoryError as e:
+            raise BreakpointError(f"cannot watch {address:#x}: {e}") from None
+        if not self.machine.memory.contains(physical, length):
+            raise BreakpointError(f"cannot watch {address:#x}+{length}: outside guest memory")
+
+    def _serve_watch(self, wp: Watchpoint) -> None:
+        plan = plan_watchpoint(wp.kind, wp.access, self.capabilities)
+        failure: KvmbenchError | None = None
+        for mechanism, reason in plan.choices:
+            if mechanism is Mechanism.HW_DATA:
+                try:
+                    taken = self._slots.allocate_range(wp, _slot_kind(wp.access), wp.address, wp.length)
+                except SlotsExhausted as e:
+                    failure = e
+                    continue
+                wp.slots = tuple(a.slot for a in taken)
+            wp.mechanism, wp.reason = mechanism, reason
+            if mechanism is Mechanism.PAGE_TRAP:
+                self._update_readonly_pages()
+            return
+        assert failure is not None
+        raise failure
+
+    def _unserve_watch(self, wp: Watchpoint) -> None:
+        if wp.mechanism is Mechanism.HW_DATA:
+            self._slots.release(wp)
+        mechanism = wp.mechanism
+        wp.mechanism, wp.slots, wp.reason = None, (), ""
+        if mechanism is Mechanism.PAGE_TRAP:
+            self._update_readonly_pages()
+
+    def _delete_watchpoint(self, wp: Watchpoint) -> None:
+        self._require_stopped()
+        self._unserve_watch(wp)
+        self.watchpoints._by_number.pop(wp.number, None)
+        self._conditions.pop(wp.number, None)
+        self.hits.forget(wp.number)
+        self._replan()
+
+    def _page_trap_watches(self) -> list[Watchpoint]:
+        return [w for w in self.watchpoints._by_number.values()
+                if w.enabled and w.mechanism is Mechanism.PAGE_TRAP]
+
+    def _update_readonly_pages(self) -> None:
+        pages: set[int] = set()
+        for wp in self._page_trap_watches():
+            first = self.machine.translate(wp.address) >> 12
+            last = self.machine.translate(wp.address + wp.length - 1) >> 12
+            pages.update(range(first, last + 1))
+        # Pages holding software traps are protected too, so a guest store
+        # over a trap becomes the new original instead of erasing the trap.
+        pages |= self._patches.pages()
+        self.machine.memory.set_readonly_pages(pages)
+
+    # --- run control -------------------------------------------------------------
+
+    def pause(self) -> None:
+        """Stop a running guest (from any thread); the running call returns a
+        ``paused`` stop. Does nothing when the guest is not running."""
+        with self._lock:
+            if self.state is RunState.RUNNING:
+                self.machine.request_pause()
+
+    def cont(self) -> Stop:
+        """Run until a breakpoint, watchpoint, pause, exit or crash."""
+        return self._run(self._continue)
+
+    def stepi(self, count: int = 1) -> Stop:
+        """Execute ``count`` instructions (stepping into calls)."""
+        if count < 1:
+            raise UsageError("step count must be at least 1")
+
+        def steps() -> Stop:
+            stop = self._single_step()
+            for _ in range(count - 1):
+                if stop.reason is not StopReason.STEP:
+                    break
+                stop = self._single_step()
+            return stop
+
+        return self._run(steps)
+
+    def nexti(self, count: int = 1) -> Stop:
+        """Execute ``count`` instructions, running called functions to their return."""
+        if count < 1:
+            raise UsageError("step count must be at least 1")
+
+        def steps() -> Stop:
+            stop = Stop(StopReason.STEP, self.machine.regs.rip)
+            for _ in range(count):
+                stop = self._next_instruction()
+                if stop.reason is not StopReason.STEP:
+                    break
+            return stop
+
+        return self._run(steps)
+
+    def finish(self) -> Stop:
+        """Run until the current function returns to its caller; the stop
+        carries the return value (rax)."""
+
+        def to_return() -> Stop:
+            return_address, frame_top = self._frame_return()
+            stop = self._run_to(return_address, StopReason.FINISH,
+                                lambda: self.machine.regs.rsp >= frame_top)
+            if stop.reason is StopReason.FINISH:
+                stop = Stop(StopReason.FINISH, stop.pc, return_value=self.machine.regs.rax)
+            return stop
+
+        return self._run(to_return)
+
+    def advance(self, location: str | int) -> Stop:
+        """Run until ``location`` is reached (in any frame) or the current
+        function returns, as gdb's ``advance``."""
+        return self._run(lambda: self._run_to_location(location, same_frame=False))
+
+    def until(self, location: str | int | None = None) -> Stop:
+        """gdb's ``until``: with a location, run until it is reached in the
+        current frame or the frame returns; without, step over the current
+        instruction but do not stop in a loop that jumps backwards."""
+        if location is not None:
+            return self._run(lambda: self._run_to_location(location, same_frame=True))
+        return self._run(self._until_next)
+
+    def _run(self, body: Callable[[], Stop]) -> Stop:
+        """Run ``body`` with the guest marked running; every stop goes through here."""
+        self._require_stopped()
+        with self._lock:
+            self.state = RunState.RUNNING
+        try:
+            stop = body()
+        except GuestError as e:
+            stop = Stop(StopReason.CRASHED, e.rip, detail=str(e))
+        except BaseException:
+            self.state = RunState.STOPPED
+            raise
+        finally:
+            self.machine.hold_interrupts = False
+        with self._lock:
+            if stop.reason is StopReason.EXITED:
+                self.state = RunState.EXITED
+            elif stop.reason is StopReason.CRASHED:
+                self.state = RunState.CRASHED
+            else:
+                self.state = RunState.STOPPED
+        self.machine.console.flush()
+        if stop.breakpoint is not None:
+            bp = self.breakpoints.get(stop.breakpoint)
+            if bp is not None and bp.temporary:
+                self._delete_breakpoint(bp)
+        self.last_stop = stop
+        return stop
+
+    # The loop every run-control command is built on.
+
+    def _continue(self) -> Stop:
+        machine = self.machine
+        stop = self._step_off_trap()
+        if stop is not None:
+            return stop
+        self._apply_debug(stepping=False)
+        while True:
+            stop = self._on_event(machine.run())
+            if stop is not None:
+                return stop
+            stop = self._step_off_trap()
+            if stop is not None:
+                return stop
+            self._apply_debug(stepping=False)
+
+    def _run_to(self, address: int, reason: StopReason, in_frame: Callable[[], bool]) -> Stop:
+        """Continue with an internal breakpoint at ``address``."""
+        bp = Breakpoint(number=self._next_internal, location=f"{address:#x}", address=address,
+                        internal=True)
+        self._next_internal -= 1
+        self._serve(bp)
+        self._internal[bp.number] = _Internal(bp, reason, in_frame)
+        try:
+            return self._continue()
+        finally:
+            del self._internal[bp.number]
+            self._unserve(bp)
+
+    def _run_to_location(self, location: str | int, same_frame: bool) -> Stop:
+        _, address = self._resolve(location)
+        self._check_code_address(address)
+        return_address, frame_top = self._frame_return()
+        rsp = self.machine.regs.rsp
+        target = Breakpoint(number=self._next_internal, location=str(location), address=address,
+                            internal=True)
+        self._next_internal -= 1
+        back = Breakpoint(number=self._next_internal, location=f"{return_address:#x}",
+                          address=return_address, internal=True)
+        self._next_internal -= 1
+        in_frame: Callable[[], bool] = (
+            (lambda: self.machine.regs.rsp >= rsp) if same_frame else (lambda: True)
+        )
+        pairs = [(target, _Internal(target, StopReason.LOCATION, in_frame)),
+                 (back, _Internal(back, StopReason.FINISH,
+                                  lambda: self.machine.regs.rsp >= frame_top))]
+        for bp, internal in pairs:
+            self._serve(bp)
+            self._internal[bp.number] = internal
+        try:
+            return self._continue()
+        finally:
+            for bp, _ in pairs:
+                del self._internal[bp.number]
+                self._unserve(bp)
+
+    def _next_instruction(self) -> Stop:
+        insn = self._current_instruction()
+        if insn.is_call:
+            rsp = self.machine.regs.rsp
+            stop = self._run_to(insn.next_address, StopReason.STEP,
+                                lambda: self.machine.regs.rsp >= rsp)
+            return stop
+        return self._single_step()
+
+    def _until_next(self) -> Stop:
+        insn = self._current_instruction()
+        target = insn.branch_target
+        if insn.is_jump and target is not None and target <= insn.address:
+            rsp = self.machine.regs.rsp
+            return self._run_to(insn.next_address, StopReason.STEP,
+                                lambda: self.machine.regs.rsp >= rsp)
+        return self._next_instruction()
+
+    def _current_instruction(self) -> instructions.Instruction:
+        pc = self.machine.regs.rip
+        return instructions.decode(self._mem.read(pc, 16), pc)
+
+    def _frame_return(self) -> tuple[int, int]:
+        """(return address, the caller's rsp after return) of the current frame.
+
+        Frame pointers: at a function's first instruction the return address
+        is at rsp; after ``push rbp`` at rsp+8; after that at rbp+8.
+        """
+        regs = self.machine.regs
+        pc, rsp, rbp = regs.rip, regs.rsp, regs.rbp
+        symbol = self.symbols.get_containing(pc)
+        offset = pc - symbol.address if symbol is not None else None
+        if offset == 0:
+            slot = rsp
+        elif offset is not None and offset < 4 and self._mem.read(symbol.address, 1) == b"\x55":  # type: ignore[union-attr]
+            # After push rbp, before or at mov rbp,rsp.
+            slot = rsp + 8
+        else:
+            slot = rbp + 8
+        return self._mem.read_u64(slot), slot + 8
+
+    # Stepping.
+
+    def _single_step(self) -> Stop:
+        """One instruction with interrupts held off; traps at pc are stepped over."""
+        machine = self.machine
+        pc = machine.regs.rip
+        patch = self._patches.get(machine.translate(pc))
+        if patch is not None:
+            self._patches.lift(patch.address)
+        machine.hold_interrupts = True
+        try:
+            self._set_resume_flag()
+            self._apply_debug(stepping=True, off_at=pc)
+            while True:
+                event = machine.run()
+                if isinstance(event, Debug) and event.dr6 & Dr6.BS:
+                    stop = self._watch_hits_in_step(event)
+                    return stop or Stop(StopReason.STEP, machine.regs.rip)
+                if isinstance(event, Hlt):
+                    # The guest's own hlt was the stepped instruction.
+                    return Stop(StopReason.STEP, machine.regs.rip)
+                stop = self._on_event(event, stepping=True)
+                if stop is not None:
+                    return stop
+        finally:
+            if patch is not None:
+                self._patches.rearm(patch.address)
+            machine.hold_interrupts = False
+
+    def _step_off_trap(self) -> Stop | None:
+        """Before resuming at one of our breakpoints, run the instruction it
+        covers: emulate a displaced push, else set RF where the host honours
+        it for a hardware slot, else single-step it with the trap lifted."""
+        pc = self.machine.regs.rip
+        users = self._armed.get(pc)
+        if not users or all(b.mechanism is None for b in users):
+            return None
+        if self._emulate_push(pc):
+            return None
+        hardware_only = all(b.mechanism is Mechanism.HW_EXECUTE for b in users)
+        if hardware_only and self.capabilities.works(Feature.RESUME_FLAG):
+            self._set_resume_flag()
+            return None
+        stop = self._single_step()
+        return None if stop.reason is StopReason.STEP else stop
+
+    def _emulate_push(self, pc: int) -> bool:
+        """Execute a ``push r64`` at a breakpoint in the VMM (no single-step).
+
+        Function entries start with ``push rbp`` at -O0 and in most kernels;
+        emulating it makes a breakpoint hit cost one KVM_RUN, not three. Not
+        done when a watchpoint covers the stack slot: the CPU must store it.
+        """
+        code = self._mem.read(pc, 2)
+        regs = self.machine.regs
+        if code[0] == _REX_B and code[1] in _PUSH_R64:
+            name, length = f"r{8 + code[1] - 0x50}", 2
+        elif code[0] in _PUSH_R64:
+            name, length = _GPR_BY_CODE[code[0] - 0x50], 1
+        else:
+            return False
+        rsp = (regs.rsp - 8) & _MASK64
+        if any(w.enabled and w.address < rsp + 8 and rsp < w.address + w.length
+               for w in self.watchpoints._by_number.values()):
+            return False
+        try:
+            self._store_as_guest(rsp, getattr(regs, name).to_bytes(8, "little"))
+        except GuestMemoryError:
+            return False  # let the CPU raise the fault
+        regs.rsp = rsp
+        regs.rip = pc + length
+        self.machine.mark_regs_dirty()
+        return True
+
+    def _store_as_guest(self, address: int, data: bytes) -> None:
+        """A store the VMM performs for the guest: watched bytes see it too."""
+        physical = self.machine.translate(address)
+        if not self.machine.memory.contains(physical, len(data)):
+            raise GuestMemoryError(f"{address:#x} is outside guest memory")
+        self._patches.write(physical, data)
+
+    def _set_resume_flag(self) -> None:
+        # RF suppresses an execute breakpoint at the resume address for one
+        # instruction (SDM vol. 3, 18.3.1.1): continuing from a DRn hit.
+        regs = self.machine.regs
+        if self._slots.used and not regs.rflags & Rflags.RF:
+            regs.rflags |= Rflags.RF
+            self.machine.mark_regs_dirty()
+
+    def _apply_debug(self, stepping: bool, off_at: int | None = None) -> None:
+        """Program KVM_SET_GUEST_DEBUG for what is armed. ``off_at``: an address
+        whose execute slots are left out for one step, on hosts where RF does
+        not keep them from firing again."""
+        control = 0
+        debugregs: Sequence[int] = (0,) * 8
+        if self._slots.used:
+            control |= abi.KVM_GUESTDBG_ENABLE | abi.KVM_GUESTDBG_USE_HW_BP
+            debugregs = self._slots.debugregs()
+            if off_at is not None and not self.capabilities.works(Feature.RESUME_FLAG):
+                debugregs = _without_execute_slots_at(debugregs, self._slots, off_at)
+        if self.catch_guest_traps or any(
+            b.mechanism is Mechanism.INT3 for bps in self._armed.values() for b in bps
+        ):
+            control |= abi.KVM_GUESTDBG_ENABLE | abi.KVM_GUESTDBG_USE_SW_BP
+        if stepping or self._stepping_watches():
+            control |= abi.KVM_GUESTDBG_ENABLE | abi.KVM_GUESTDBG_SINGLESTEP
+            if self.capabilities.works(Feature.BLOCKIRQ):
+                control |= abi.KVM_GUESTDBG_BLOCKIRQ
+            self.machine.hold_interrupts = True
+        self.machine.set_guest_debug(control, debugregs)
+
+    def _stepping_watches(self) -> list[Watchpoint]:
+        return [w for w in self.watchpoints._by_number.values()
+                if w.enabled and w.mechanism is Mechanism.STEP_COMPARE]
+
+    # --- events ------------------------------------------------------------------
+
+    def _on_event(self, event: MachineEvent, stepping: bool = False) -> Stop | None:
+        """Turn a machine event into a stop, or None to keep running."""
+        machine = self.machine
+        if isinstance(event, Debug):
+            if event.exception == 3:
+                return self._on_int3(event.pc)
+            return self._on_debug(event, stepping)
+        if isinstance(event, Hlt):
+            return self._on_hlt()
+        if isinstance(event, Mmio):
+            return self._on_store(event)
+        if isinstance(event, Int3Undelivered):
+            return self._on_int3(event.pc)
+        if isinstance(event, Paused):
+            return Stop(StopReason.PAUSED, machine.regs.rip)
+        if isinstance(event, GuestExited):
+            return Stop(StopReason.EXITED, None, exit_code=event.code)
+        raise AssertionError(f"unhandled machine event {event}")
+
+    def _on_debug(self, event: Debug, stepping: bool) -> Stop | None:
+        dr6 = event.dr6
+        if dr6 & _DR6_SLOTS:
+            for assignment in self._slots.assignments():
+                if dr6 & (1 << assignment.index):
+                    owner = assignment.owner
+                    if isinstance(owner, Breakpoint):
+                        return self._on_breakpoint(event.pc, Mechanism.HW_EXECUTE)
+                    if isinstance(owner, Watchpoint):
+                        return self._on_hw_watch(owner)
+        if dr6 & Dr6.BS and self._stepping_watches():
+            return self._watch_hits_in_step(event)
+        return self._guest_trap(1, event.pc)
+
+    def _on_int3(self, pc: int) -> Stop | None:
+        users = self._armed.get(pc)
+        if users and any(b.mechanism is Mechanism.INT3 for b in users):
+            return self._on_breakpoint(pc, Mechanism.INT3)
+        # Not ours: the guest's own int3. #BP is a trap: it returns after the int3.
+        if self.catch_guest_traps:
+            return Stop(StopReason.GUEST_TRAP, pc, detail="guest executed int3 (#BP)")
+        self.machine.regs.rip = pc + 1
+        self.machine.mark_regs_dirty()
+        self.machine.inject_exception(3)
+        return None
+
+    def _on_hlt(self) -> Stop | None:
+        regs = self.machine.regs
+        pc = regs.rip - 1
+        users = self._armed.get(pc)
+        if users and any(b.mechanism is Mechanism.HLT_TRAP for b in users):
+            regs.rip = pc
+            self.machine.mark_regs_dirty()
+            return self._on_breakpoint(pc, Mechanism.HLT_TRAP)
+        # The guest's own hlt: it waits for an interrupt, which only the timer
+        # can bring, and only with interrupts enabled.
+        if self.machine.timer_running and regs.rflags & Rflags.IF:
+            return None
+        return Stop(StopReason.GUEST_TRAP, regs.rip,
+                    detail="guest halted with no interrupt to wake it (hlt)")
+
+    def _guest_trap(self, vector: int, pc: int) -> Stop | None:
+        if self.catch_guest_traps:
+            return Stop(StopReason.GUEST_TRAP, pc, detail=f"guest debug exception {vector}")
+        self.machine.inject_exception(vector)
+        return None
+
+    def _on_breakpoint(self, pc: int, mechanism: Mechanism) -> Stop | None:
+        """A trap of ours fired at ``pc``: count, evaluate, decide whether to stop."""
+        stop_for: Breakpoint | None = None
+        internal_stop: Stop | None = None
+        for bp in list(self._armed.get(pc, ())):
+            if bp.internal:
+                internal = self._internal.get(bp.number)
+                if internal is not None and internal.in_frame():
+                    internal_stop = Stop(internal.reason, pc, mechanism=mechanism)
+                continue
+            try:
+                if not self._condition_holds(bp.number):
+                    continue
+            except ConditionError as e:
+                return Stop(StopReason.BREAKPOINT, pc, breakpoint=bp.number,
+                            mechanism=mechanism, detail=str(e))
+            bp.hit_count += 1
+            self.hits.record(bp.number, pc, self._return_address())
+            if bp.ignore_count > 0:
+                bp.ignore_count -= 1
+                continue
+            if not bp.tracepoint and stop_for is None:
+                stop_for = bp
+        if stop_for is not None:
+            return Stop(StopReason.BREAKPOINT, pc, breakpoint=stop_for.number, mechanism=mechanism)
+        return internal_stop
+
+    def _return_address(self) -> int:
+        """The caller of a function whose first instruction is executing."""
+        try:
+            regs = self.machine.regs
+            return self.machine.memory.read_u64(self.machine.translate(regs.rsp))
+        except GuestMemoryError:
+            return 0
+
+    def _condition_holds(self, number: int) -> bool:
+        condition = self._conditions.get(number)
+        if condition is None:
+            return True
+        return condition.evaluate(self, _ConditionNames(self))
+
+    # Watch hits.
+
+    def _on_store(self, event: Mmio) -> Stop | None:
+        """A guest store to a read-only page: complete it, then check watches."""
+        if not event.is_write:
+            raise GuestError(f"guest read of unbacked memory at {event.address:#x}",
+                             self.machine.regs.rip)
+        self._patches.write(event.address, event.data)
+        writer = self.machine.regs.rip  # the store has not retired: rip is the writer
+        stop = None
+        for wp in self._page_trap_watches():
+            physical = self.machine.translate(wp.address)
+            if physical < event.address + event.length and event.address < physical + wp.length:
+                stop = self._watch_changed(wp, writer, event.address) or stop
+        return stop
+
+    def _on_hw_watch(self, wp: Watchpoint) -> Stop | None:
+        # A data breakpoint is a trap: rip is after the access, so the writer
+        # is the instruction before it, which we cannot know; report rip.
+        return self._watch_changed(wp, self.machine.regs.rip, wp.address, after=True)
+
+    def _watch_hits_in_step(self, event: Debug) -> Stop | None:
+        """Single-step compare: after each step, did a watched value change?"""
+        stop = None
+        for wp in self._stepping_watches():
+            stop = self._watch_changed(wp, self._last_step_pc, wp.address, after=True) or stop
+        self._last_step_pc = self.machine.regs.rip
+        return stop
+
+    _last_step_pc = 0
+
+    def _watch_changed(self, wp: Watchpoint, writer: int, access_address: int,
+                       after: bool = True) -> Stop | None:
+        new = self._read_watched(wp)
+        old = wp.value
+        if wp.access is Access.WRITE and new == old and wp.mechanism is not Mechanism.PAGE_TRAP:
+            return None
+        try:
+            if not self._condition_holds(wp.number):
+                wp.value = new
+                return None
+        except ConditionError as e:
+            wp.value = new
+            return Stop(StopReason.WATCHPOINT, writer, watchpoint=wp.number,
+                        mechanism=wp.mechanism, detail=str(e))
+        wp.value = new
+        wp.last_writer = writer
+        wp.hit_count += 1
+        self.hits.record(wp.number, writer, writer)
+        if wp.ignore_count > 0:
+            wp.ignore_count -= 1
+            return None
+        if wp.tracepoint:
+            return None
+        return Stop(StopReason.WATCHPOINT, writer, watchpoint=wp.number, mechanism=wp.mechanism,
+                    old_value=int.from_bytes(old, "little"),
+                    new_value=int.from_bytes(new, "little"), access_address=access_address)
+
+    def _read_watched(self, wp: Watchpoint) -> bytes:
+        out = bytearray()
+        for offset in range(0, wp.length, 4096):
+            n = min(4096, wp.length - offset)
+            out += self._patches.read(self.machine.translate(wp.address + offset), n)
+        return bytes(out)
+
+
+def _without_execute_slots_at(
+    debugregs: Sequence[int], slots: SlotTable, address: int
+) -> tuple[int, ...]:
+    """``debugregs`` with the execute slots at ``address`` disabled in DR7."""
+    regs = list(debugregs)
+    for a in slots.assignments():
+        if a.kind is SlotKind.EXECUTE and a.address == address:
+            regs[7] &= ~(0b11 << (2 * a.index))  # Ln and Gn (SDM vol. 3, 18.2.4)
+    return tuple(regs)
+
+
+def _slot_kind(access: Access) -> SlotKind:
+    # x86 has no read-only data breakpoints: a read watch is an access watch
+    # filtered by value, as gdb does.
+    return SlotKind.WRITE if access is Access.WRITE else SlotKind.ACCESS
+
+
+class _ConditionNames(dict[str, object]):
+    """Lazy names for condition expressions: registers, globals, readers."""
+
+    def __init__(self, session: Session) -> None:
+        super().__init__()
+        self._session = session
+        mem = session._mem
+        self.update(
+            u8=lambda a: mem.read_int(a, 1), u16=lambda a: mem.read_int(a, 2),
+            u32=lambda a: mem.read_int(a, 4), u64=lambda a: mem.read_int(a, 8),
+            i32=lambda a: mem.read_int(a, 4, signed=True),
+            i64=lambda a: mem.read_int(a, 8, signed=True),
+        )
+
+    def __missing__(self, name: str) -> object:
+        session = self._session
+        try:
+            return getattr(session.machine.regs, Registers.canonical(name))
+        except UsageError:
+            pass
+        symbol = session.symbols.get_by_name(name)
+        if symbol is None:
+            raise NameError(f"name {name!r} is neither a register nor a symbol")
+        size = symbol.size if symbol.size in (1, 2, 4, 8) else 8
+        return session._mem.read_int(symbol.address, size)
