@@ -31,7 +31,10 @@ def resolve_image(guest: str | Path) -> Path:
     """A bundled guest's ELF by name, or an ELF path as given."""
     if isinstance(guest, str) and guest in GUEST_NAMES:
         return guest_path(guest)
-    return Path(guest)
+    path = Path(guest)
+    if not path.exists() and isinstance(guest, str) and "/" not in guest and "." not in guest:
+        return guest_path(guest)  # raises: unknown guest, listing the bundled ones
+    return path
 
 
 def open(  # noqa: A001 - the library's entry point, like io.open

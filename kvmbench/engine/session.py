@@ -444,10 +444,16 @@ class Session:
             tracepoint=tracepoint,
         )
         wp.value = self.mem.read(address, length)
-        self._serve_watch(wp)
+        # Registered before serving: a page trap protects the pages of every
+        # registered page-trap watch.
+        self.watchpoints._by_number[wp.number] = wp
+        try:
+            self._serve_watch(wp)
+        except BaseException:
+            del self.watchpoints._by_number[wp.number]
+            raise
         self._numbers.take()
         self._conditions[wp.number] = compiled
-        self.watchpoints._by_number[wp.number] = wp
         return wp
 
     def _check_data_range(self, address: int, length: int) -> None:

@@ -1,0 +1,3 @@
+from kvmbench.cli import main
+import sys
+sys.exit(main())

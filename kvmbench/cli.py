@@ -1,0 +1,170 @@
+"""The ``kvmbench`` command: probe, run, bench, lab."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from kvmbench.errors import KvmbenchError
+
+
+def _print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)
+              for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
+    print("  ".join("-" * w for w in widths))
+    for row in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from kvmbench.backends.kvm.probe import probe_host
+
+    caps = probe_host(refresh=args.refresh)
+    if args.json:
+        print(json.dumps({
+            "host": caps.host,
+            "results": [
+                {"feature": r.feature.name, "label": r.feature.value, "works": r.works,
+                 "detail": r.detail, "median_us": r.median_us}
+                for r in caps.results.values()
+            ],
+        }, indent=1))
+        return 0
+    print(f"host: {caps.host}")
+    _print_table(
+        ("mechanism", "works", "median us", "observed"),
+        [(r.feature.value, "yes" if r.works else "NO",
+          f"{r.median_us:.1f}" if r.median_us is not None else "-", r.detail or "")
+         for r in caps.results.values()],
+    )
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import kvmbench
+    from kvmbench.engine.model import StopReason
+
+    def echo(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    with kvmbench.open(args.guest, args.args, on_console=echo) as session:
+        requests = []
+        for loc in args.breaks:
+            requests.append(session.breakpoints.add(loc, kind=args.kind))
+        for loc in args.traces:
+            requests.append(session.breakpoints.trace(loc, kind=args.kind))
+        for loc in args.watches:
+            requests.append(session.watchpoints.add(loc))
+        while True:
+            stop = session.cont()
+            if stop.reason is StopReason.EXITED:
+                break
+            if not stop.alive:
+                print(f"kvmbench: {stop.describe()}", file=sys.stderr)
+                return 128
+            where = session.symbols.format_address(stop.pc) if stop.pc is not None else ""
+            print(f"[kvmbench] {stop.describe()} ({where})", file=sys.stderr)
+        if requests:
+            _print_hits(session, requests)
+        return stop.exit_code or 0
+
+
+def _print_hits(session: object, requests: list) -> None:
+    from kvmbench.engine.model import Watchpoint
+
+    rows = []
+    for r in requests:
+        rows.append((r.number, "watch" if isinstance(r, Watchpoint) else
+                     ("trace" if r.tracepoint else "break"), r.location, r.served_by, r.hit_count))
+    print(file=sys.stderr)
+    stdout, sys.stdout = sys.stdout, sys.stderr
+    try:
+        _print_table(("num", "type", "location", "mechanism", "hits"), rows)
+        for r in requests:
+            if isinstance(r, Watchpoint):
+                _print_writes(session, r)
+    finally:
+        sys.stdout = stdout
+
+
+def _print_writes(session, wp) -> None:  # type: ignore[no-untyped-def]
+    from collections import Counter
+
+    writers = Counter(session.hits.rows(wp.number).pc)
+    print(f"\nwrites to {wp.location} (final value {int.from_bytes(wp.value, 'little')}):")
+    _print_table(("writer", "pc", "writes"),
+                 [(session.symbols.format_address(pc), f"{pc:#x}", n)
+                  for pc, n in writers.most_common()])
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from kvmbench.bench.runner import run_bench
+
+    return run_bench(hits=args.hits, repeat=args.repeat, as_json=args.json)
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    root = Path(__file__).resolve().parent.parent
+    notebooks = root / "notebooks"
+    subprocess.run([sys.executable, "-m", "kvmbench.jupyter.install", "--sys-prefix"], check=True)
+    argv = [sys.executable, "-m", "jupyter", "lab", f"--notebook-dir={notebooks}",
+            "--ServerApp.ip=127.0.0.1", *args.jupyter_args]
+    os.execv(sys.executable, argv)
+    return 0  # not reached
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kvmbench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("probe", help="find what this host's KVM really delivers")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--refresh", action="store_true", help="probe again instead of using the cache")
+    p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("run", help="boot a guest, stream its console, exit with its code")
+    p.add_argument("guest", help="a bundled guest's name or an ELF path")
+    p.add_argument("args", nargs="*", help="the guest's arguments")
+    p.add_argument("--break", dest="breaks", action="append", default=[], metavar="LOC",
+                   help="report each hit of LOC and go on")
+    p.add_argument("--trace", dest="traces", action="append", default=[], metavar="LOC",
+                   help="count hits of LOC")
+    p.add_argument("--watch", dest="watches", action="append", default=[], metavar="LOC",
+                   help="report every write to LOC")
+    p.add_argument("--kind", default="auto", choices=("auto", "hw", "sw"),
+                   help="mechanism for --break/--trace")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("bench", help="cost per hit of each mechanism against its C floor")
+    p.add_argument("--hits", type=int, default=2000)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("lab", help="open JupyterLab on the notebooks with the kvmbench kernel")
+    p.add_argument("jupyter_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_lab)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KvmbenchError as e:
+        print(f"kvmbench: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
