@@ -48,9 +48,8 @@ def open(  # noqa: A001 - the library's entry point, like io.open
     """Boot ``guest`` (a bundled guest's name or an ELF path) stopped at its
     first instruction, under a debug session."""
     image = resolve_image(guest)
-    symbols = load_symbols(image)
     caps = capabilities if capabilities is not None else probe_host()
     machine = Machine.boot(image, [str(a) for a in args], mem_size=mem_size, on_console=on_console)
-    return Session(machine, symbols, caps, image)
+    return Session(machine, lambda: load_symbols(image), caps, image)
 
 

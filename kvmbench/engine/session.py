@@ -226,12 +226,14 @@ class Session:
     def __init__(
         self,
         machine: Machine,
-        symbols: SymbolTable,
+        symbols: SymbolTable | Callable[[], SymbolTable],
         capabilities: HostCapabilities,
         image: Path,
     ) -> None:
         self.machine = machine
-        self.symbols = symbols
+        # A loader is called on first use: parsing DWARF costs more than
+        # booting the guest, and running needs no symbols.
+        self._symbols = symbols
         self.capabilities = capabilities
         self.image = image
         self.hits = HitLog()
@@ -262,6 +264,13 @@ class Session:
             raise SessionStateError("the guest is running; pause it first")
         if self.state is not RunState.STOPPED:
             raise SessionStateError(f"the guest has {self.state.value}; boot it again")
+
+    @property
+    def symbols(self) -> SymbolTable:
+        """The guest image's symbols (ELF, DWARF), loaded on first use."""
+        if not isinstance(self._symbols, SymbolTable):
+            self._symbols = self._symbols()
+        return self._symbols
 
     @property
     def console(self) -> str:
