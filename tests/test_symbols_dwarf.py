@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from kvmbench.errors import SymbolError
-from kvmbench.symbols import GlobalVariable, SourceLocation, SymbolTable, load_symbols
+from kvmbench.symbols import ElfImage, GlobalVariable, SourceLocation, SymbolTable, load_symbols
 
 
 def _load_build_helpers():
@@ -186,13 +186,22 @@ def test_source_line_is_found_through_the_search_path(prog: Path) -> None:
     assert debug.get_source_line("src/prog.c", line) == "int fib(int n)"
 
 
-def test_source_line_search_path_can_be_given_per_call(prog: Path, table: SymbolTable) -> None:
+def test_source_line_is_found_beside_the_image_without_a_search_path(prog: Path) -> None:
+    # prog and src/prog.c share a directory, as bin/ and src/ share the guests'.
+    line = build.line_of("prog.c", "int fib(int n)")
+    assert load_symbols(prog).debug.get_source_line("src/prog.c", line) == "int fib(int n)"
+
+
+def test_source_line_search_path_can_be_given_per_call(prog: Path) -> None:
+    debug = ElfImage.from_path(prog).get_debug_info()
     line = build.line_of("util.c", "calls++;")
-    assert table.debug.get_source_line("util.c", line, search_path=[prog.parent]).strip() == "calls++;"
+    assert debug.get_source_line("util.c", line) is None
+    assert debug.get_source_line("util.c", line, search_path=[prog.parent]).strip() == "calls++;"
 
 
-def test_source_line_is_none_when_the_source_is_nowhere(table: SymbolTable) -> None:
-    assert table.debug.get_source_line("src/prog.c", 3) is None
+def test_source_line_is_none_when_the_source_is_nowhere(prog: Path) -> None:
+    debug = ElfImage.from_path(prog).get_debug_info()  # no search path at all
+    assert debug.get_source_line("src/prog.c", 3) is None
 
 
 def test_source_line_is_found_relative_to_the_compilation_directory(tmp_path: Path) -> None:

@@ -52,7 +52,9 @@ def load_symbols(
     The format is sniffed from the content, not the name. For ELF, DWARF
     is decoded when present (and ``dwarf`` is true); ``search_path`` lists
     directories where source files are looked for (see
-    :meth:`DebugInfo.get_source_line`).
+    :meth:`DebugInfo.get_source_line`), followed by the image's directory
+    and its parent: the layouts ``build/prog`` + ``build/src/prog.c`` and
+    ``bin/fib.elf`` + ``src/fib.c`` (the bundled guests) then need none.
     """
     try:
         with Path(path).open("rb") as stream:
@@ -60,7 +62,9 @@ def load_symbols(
     except OSError as exc:
         raise SymbolError(f"{path}: {exc.strerror or exc}") from exc
     if head.startswith(ELF_MAGIC):
-        return ElfImage.from_path(path).get_symbol_table(search_path, dwarf=dwarf)
+        image_dir = Path(path).resolve().parent
+        sources = [*search_path, image_dir, image_dir.parent]
+        return ElfImage.from_path(path).get_symbol_table(sources, dwarf=dwarf)
     if looks_like_kallsyms(head):
         return load_kallsyms(path)
     raise SymbolError(f"{path}: neither an ELF file nor a System.map/kallsyms listing")
