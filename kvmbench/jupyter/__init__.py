@@ -1,0 +1,1 @@
+"""The kvmbench Jupyter kernel: gdb-style magics, stop cards, kernelspec."""
