@@ -249,8 +249,10 @@ class Machine:
             while True:
                 if self._tick_due and not self.hold_interrupts:
                     self._offer_tick()
-                vcpu_run()
-                reason = run.exit_reason
+                # KVM_RUN refused with EINTR (immediate_exit, a kick before
+                # entry) leaves the previous exit_reason on the run page: a
+                # stale KVM_EXIT_HLT there would be served twice.
+                reason = KVM_EXIT_INTR if vcpu_run() < 0 else run.exit_reason
                 if reason == KVM_EXIT_DEBUG:
                     d = run.exit.debug
                     return Debug(d.exception, d.pc, d.dr6, d.dr7)
