@@ -736,7 +736,8 @@ class Session:
                 event = machine.run()
                 if isinstance(event, Debug) and event.dr6 & Dr6.BS:
                     stop = self._watch_hits_in_step(event)
-                    return stop or Stop(StopReason.STEP, machine.regs.rip)
+                    return stop or Stop(StopReason.STEP, machine.regs.rip,
+                                        extra={"dr6": event.dr6})
                 if isinstance(event, Hlt):
                     # The guest's own hlt was the stepped instruction.
                     return Stop(StopReason.STEP, machine.regs.rip)
