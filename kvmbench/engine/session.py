@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -252,6 +252,7 @@ class Session:
         self._internal: dict[int, _Internal] = {}
         self._next_internal = -1
         self._lock = threading.Lock()
+        self._decoded: dict[tuple[int, bytes], instructions.Instruction] = {}
         self.regs = Registers(machine, self._require_stopped)
         self.mem = Memory(machine, self._patches, self._require_stopped)
         # The engine's own view, used while the guest is formally running.
@@ -630,7 +631,7 @@ class Session:
             return stop
         self._apply_debug(stepping=False)
         while True:
-            stop = self._on_event(machine.run())
+            stop = self._on_event(self._run_guest())
             if stop is not None:
                 return stop
             stop = self._step_off_trap()
@@ -733,7 +734,7 @@ class Session:
             self._set_resume_flag()
             self._apply_debug(stepping=True, off_at=pc)
             while True:
-                event = machine.run()
+                event = self._run_guest()
                 if isinstance(event, Debug) and event.dr6 & Dr6.BS:
                     stop = self._watch_hits_in_step(event)
                     return stop or Stop(StopReason.STEP, machine.regs.rip,
@@ -830,6 +831,33 @@ class Session:
                 control |= abi.KVM_GUESTDBG_BLOCKIRQ
             self.machine.hold_interrupts = True
         self.machine.set_guest_debug(control, debugregs)
+
+    def _run_guest(self) -> MachineEvent:
+        """One machine run. With single-step-compare watches armed, first
+        decode the instruction about to execute: its memory operands say
+        what the step reads and writes (a value compare alone misses reads
+        and stores of an unchanged value)."""
+        if self._stepping_watches():
+            regs = self.machine.regs
+            self._step_pc = regs.rip
+            try:
+                insn = self._decode_cached(regs.rip)
+                self._step_accesses = instructions.memory_accesses(insn, _DecodeRegisters(self.machine))
+            except (KvmbenchError, KeyError):
+                self._step_accesses = None  # fall back to comparing values
+        return self.machine.run()
+
+    def _decode_cached(self, pc: int) -> instructions.Instruction:
+        """Decode at ``pc``, memoised on the bytes (code the guest rewrites
+        decodes afresh): capstone costs more than a KVM_RUN per step."""
+        code = self._mem.read(pc, instructions.MAX_INSTRUCTION_LENGTH)
+        key = (pc, code)
+        insn = self._decoded.get(key)
+        if insn is None:
+            if len(self._decoded) >= 4096:
+                self._decoded.clear()
+            insn = self._decoded[key] = instructions.decode(code, pc)
+        return insn
 
     def _stepping_watches(self) -> list[Watchpoint]:
         return [w for w in self.watchpoints._by_number.values()
@@ -966,20 +994,47 @@ class Session:
         return self._watch_changed(wp, self.machine.regs.rip, wp.address, after=True)
 
     def _watch_hits_in_step(self, event: Debug) -> Stop | None:
-        """Single-step compare: after each step, did a watched value change?"""
+        """Single-step compare: did the instruction just stepped read or write
+        a watched range (decoded operands), or change its value?"""
         stop = None
+        accesses = self._step_accesses
         for wp in self._stepping_watches():
-            stop = self._watch_changed(wp, self._last_step_pc, wp.address, after=True) or stop
-        self._last_step_pc = self.machine.regs.rip
+            read = wrote = False
+            where = wp.address
+            for a in accesses or ():
+                if a.address < wp.address + wp.length and wp.address < a.address + a.size:
+                    read |= a.access.reads
+                    wrote |= a.access.writes
+                    where = a.address
+            if wp.access is Access.READ:
+                hit = read
+            elif wp.access is Access.WRITE:
+                hit = wrote or None  # None: report only if the value changed
+            else:
+                hit = read or wrote or None
+            stop = self._watch_changed(wp, self._step_pc, where, hit=hit) or stop
         return stop
 
-    _last_step_pc = 0
+    _step_pc = 0
+    _step_accesses: list[instructions.MemoryAccess] | None = None
 
     def _watch_changed(self, wp: Watchpoint, writer: int, access_address: int,
-                       after: bool = True) -> Stop | None:
+                       after: bool = True, hit: bool | None = None) -> Stop | None:
+        """Report a watch hit. ``hit``: True/False when the mechanism knows
+        whether the watched bytes were accessed; None to decide by value."""
         new = self._read_watched(wp)
         old = wp.value
-        if wp.access is Access.WRITE and new == old and wp.mechanism is not Mechanism.PAGE_TRAP:
+        if hit is None:
+            if wp.mechanism is Mechanism.PAGE_TRAP:
+                hit = True  # every store to the watched bytes
+            elif wp.mechanism is Mechanism.HW_DATA:
+                # x86 has no read-only slots: a read watch is an access watch
+                # that ignores accesses which changed the value (gdb does so).
+                hit = new == old if wp.access is Access.READ else True
+            else:
+                hit = new != old
+        if not hit:
+            wp.value = new
             return None
         try:
             if not self._condition_holds(wp.number):
@@ -1025,6 +1080,27 @@ def _slot_kind(access: Access) -> SlotKind:
     # x86 has no read-only data breakpoints: a read watch is an access watch
     # filtered by value, as gdb does.
     return SlotKind.WRITE if access is Access.WRITE else SlotKind.ACCESS
+
+
+class _DecodeRegisters(Mapping[str, int]):
+    """The registers :func:`instructions.memory_accesses` asks for, by gdb name."""
+
+    def __init__(self, machine: Machine) -> None:
+        self._machine = machine
+
+    def __getitem__(self, name: str) -> int:
+        if name in ("fs_base", "gs_base"):
+            return int(getattr(self._machine.get_sregs(), name[:2]).base)
+        try:
+            return int(getattr(self._machine.regs, name))
+        except AttributeError:
+            raise KeyError(name) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
 
 
 class _ConditionNames(dict[str, object]):
