@@ -52,7 +52,14 @@ def complete(wb: Workbench, code: str, cursor_pos: int | None) -> dict[str, t.An
     first = re.fullmatch(r"\s*(%?)([A-Za-z_]\w*)?", before)
     if first is not None and (first.group(1) or in_gdb_cell):
         prefix = first.group(2) or ""
-        names = sorted(n for n in COMMANDS if n.startswith(prefix))
+        # Canonical names only (gdb completes 'brea' to 'break', not to its aliases),
+        # unless the prefix is an alias alone ('si').
+        names = sorted({e.name for n, e in COMMANDS.items() if e.name.startswith(prefix)})
+        names = names or sorted(n for n in COMMANDS if n.startswith(prefix))
+        if in_gdb_cell and not first.group(1):
+            pass
+        elif not first.group(1):
+            return None
         if not names:
             return None
         escape = first.group(1)
