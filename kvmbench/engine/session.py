@@ -626,6 +626,11 @@ class Session:
 
     def _continue(self) -> Stop:
         machine = self.machine
+        if self._caught_int3 is not None:
+            # Resuming from a caught guest int3 hands it to the guest's handler.
+            pc, self._caught_int3 = self._caught_int3, None
+            if machine.regs.rip == pc and self._mem.read(pc, 1) == b"\xcc":
+                self._deliver_int3(pc)
         stop = self._step_off_trap()
         if stop is not None:
             return stop
@@ -903,8 +908,17 @@ class Session:
         if users and any(b.mechanism is Mechanism.INT3 for b in users):
             return self._on_breakpoint(pc, Mechanism.INT3)
         # Not ours: the guest's own int3. #BP is a trap: it returns after the int3.
-        if self.catch_guest_traps:
+        if self.catch_guest_traps and self._caught_int3 != pc:
+            # Stopped before the int3 ran; resuming delivers it (see _continue).
+            self._caught_int3 = pc
             return Stop(StopReason.GUEST_TRAP, pc, detail="guest executed int3 (#BP)")
+        self._caught_int3 = None
+        self._deliver_int3(pc)
+        return None
+
+    _caught_int3: int | None = None
+
+    def _deliver_int3(self, pc: int) -> None:
         self.machine.regs.rip = pc + 1
         self.machine.mark_regs_dirty()
         self.machine.inject_exception(3)
