@@ -1,0 +1,102 @@
+"""Watchpoints on live guests: every write of counter with old/new values and
+writer pcs, six at once, read watches by single-step compare, bad input."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import console_counts
+
+from kvmbench.backends.capabilities import Feature
+from kvmbench.engine.model import Access, Kind, Mechanism, StopReason
+from kvmbench.errors import KvmbenchError, UsageError
+
+WRITERS = ("increment", "add_ten", "double_counter", "reset_counter")
+
+
+def _in(s, name: str, pc: int) -> bool:  # type: ignore[no-untyped-def]
+    fn = s.symbols.get_by_name(name)
+    return fn.address <= pc < fn.address + fn.size
+
+
+@pytest.mark.parametrize(("mechanism", "kind", "feature"), [
+    pytest.param(Mechanism.HW_DATA, Kind.HW, Feature.HW_WRITE_WATCH, id="hw-slot"),
+    pytest.param(Mechanism.PAGE_TRAP, Kind.AUTO, Feature.READONLY_MEMSLOT, id="page-trap"),
+])
+def test_write_watch_reports_every_write_of_counter(open_guest, caps, skip_unless,
+                                                     mechanism, kind, feature) -> None:
+    skip_unless(feature)
+    if mechanism is Mechanism.PAGE_TRAP and caps.works(Feature.HW_WRITE_WATCH):
+        pytest.skip("auto picks a hardware slot on this host")
+    s = open_guest("counter", [10])
+    wp = s.watchpoints.add("counter", kind=kind)
+    assert wp.mechanism is mechanism
+    value, stops = 0, 0
+    while (stop := s.cont()).reason is StopReason.WATCHPOINT:
+        stops += 1
+        assert stop.watchpoint == wp.number
+        assert stop.old_value == value
+        value = stop.new_value
+        assert value == s.mem.read_u64(wp.address)
+        assert any(_in(s, name, stop.pc) for name in WRITERS), s.symbols.format_address(stop.pc)
+    assert stop.exit_code == 0, stop.describe()
+    final, writes = s.console.split("counter ")[1].split()[:2]
+    assert int(final) == value
+    assert stops == wp.hit_count == int(writes.split("=")[1]) == 17
+
+
+def test_six_watchpoints_at_once_count_every_write(open_guest) -> None:
+    s = open_guest("counter", [3])
+    wps = {f"watch_{c}": s.watchpoints.add(f"watch_{c}", tracepoint=True) for c in "abcdef"}
+    stop = s.cont()
+    assert stop.exit_code == 0, stop.describe()
+    writes = console_counts(s.console, r"(watch_\w) \d+ writes=(\d+)")
+    assert {n: w.hit_count for n, w in wps.items()} == writes
+    assert writes["watch_f"] == 18
+
+
+def test_read_watch_finds_every_read_by_stepping(open_guest, skip_unless) -> None:
+    skip_unless(Feature.SINGLE_STEP)
+    s = open_guest("counter", [2])
+    wp = s.watchpoints.add("read_me", access="read", tracepoint=True)
+    if wp.mechanism is not Mechanism.STEP_COMPARE:
+        pytest.skip(f"read watch served by {wp.served_by} on this host")
+    assert "slow" in wp.reason
+    stop = s.cont()
+    assert stop.exit_code == 0, stop.describe()
+    reads = int(s.console.split("reads=")[1].split()[0])
+    rows = s.hits.rows(wp.number)
+    in_reader = [pc for pc in rows.pc if _in(s, "reader", pc)]
+    assert len(in_reader) == reads == 6
+    # The only other read is main's printf argument; the write never counts.
+    assert all(_in(s, "main", pc) for pc in rows.pc if not _in(s, "reader", pc))
+    assert wp.hit_count == reads + 1
+
+
+def test_read_watch_stop_reports_the_reading_instruction(open_guest, skip_unless) -> None:
+    skip_unless(Feature.SINGLE_STEP)
+    s = open_guest("counter", [1])
+    wp = s.watchpoints.add("read_me", access=Access.READ)
+    stop = s.cont()
+    assert stop.reason is StopReason.WATCHPOINT and _in(s, "reader", stop.pc)
+    assert stop.new_value == stop.old_value == 42
+    assert stop.access_address == wp.address
+
+
+def test_watch_length_zero_is_refused(open_guest) -> None:
+    s = open_guest("counter", [1])
+    with pytest.raises(UsageError, match="length"):
+        s.watchpoints.add("counter", 0)
+    assert len(s.watchpoints) == 0
+    assert s.cont().exit_code == 0
+
+
+def test_watch_range_beyond_guest_memory_is_refused(open_guest) -> None:
+    s = open_guest("counter", [1])
+    counter = s.symbols.get_by_name("counter").address
+    with pytest.raises(KvmbenchError, match="outside|cannot watch"):
+        s.watchpoints.add(counter, 1 << 32)
+    with pytest.raises(KvmbenchError):
+        s.watchpoints.add(0x7F0000000000, 8)
+    assert len(s.watchpoints) == 0
+    wp = s.watchpoints.add("counter", tracepoint=True)
+    assert s.cont().exit_code == 0 and wp.hit_count == 1 + 1  # increment, add_ten(i=0)
