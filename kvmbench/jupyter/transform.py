@@ -13,8 +13,8 @@ Which lines are commands:
 - ``%name ...`` for a known command, or every line of a ``%%gdb`` cell;
 - a bare gdb line (``break fib``, ``x/4gx $rsp``) when the cell is not valid
   Python: every line whose first word is a known command;
-- a cell that is a single known command word (``bt``, ``c``, ``si``) that
-  names nothing in the user namespace (IPython's automagic rule).
+- an unindented line that is a single known command word (``bt``, ``c``,
+  ``si``) naming nothing in the user namespace (IPython's automagic rule).
 """
 
 from __future__ import annotations
@@ -64,21 +64,25 @@ def _compiles(source: str) -> bool:
 def make_transformer(user_ns: Mapping[str, object]) -> Callable[[list[str]], list[str]]:
     """A cleanup transformer for ``shell.input_transformers_cleanup``."""
 
+    def is_command_word(line: str) -> bool:
+        """A line that is one known command word (``bt``, ``c``, ``finish``)
+        naming nothing in the user namespace: IPython's automagic rule, per line."""
+        word = line.rstrip()
+        return (word in COMMANDS and word not in user_ns and not hasattr(builtins, word))
+
     def transform(lines: list[str]) -> list[str]:
         if not lines:
             return lines
         source = "".join(lines)
-        stripped = source.strip()
         if lines[0].strip().startswith("%%gdb"):
             body = [_rewrite_line(line, bare=True, can_await=True)
                     if line.strip() and not line.strip().startswith("#") else line
                     for line in lines[1:]]
             return body or ["pass\n"]
-        if (re.fullmatch(r"[A-Za-z_]\w*", stripped) and stripped in COMMANDS
-                and stripped not in user_ns and not hasattr(builtins, stripped)):
-            return [_call("", stripped, "", True)]
         can_await = _DEFINES_FUNCTION.search(source) is None
-        out = [_rewrite_line(line, bare=False, can_await=can_await) for line in lines]
+        out = [_rewrite_line(line, bare=False, can_await=can_await)
+               if not is_command_word(line) else _call("", line.strip(), "", can_await)
+               for line in lines]
         if _compiles("".join(out)):
             return out
         # Not Python: take lines that are not Python on their own as gdb lines.
