@@ -20,8 +20,32 @@ _UNARY: dict[type, Callable[[int], int]] = {
     ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Invert: operator.invert,
 }
 _REGISTER = re.compile(r"\$([A-Za-z_]\w*)")
-# gdb's unary '*' (dereference) where Python would see multiplication or a syntax error.
-_DEREF = re.compile(r"(^|[\s(+\-*/%&|^~,])\*\s*")
+_OPERAND = re.compile(r"\s*([\w.]+)")
+
+
+def _unary_stars(source: str) -> str:
+    """gdb's unary ``*`` (a load) as a ``__deref__(...)`` call: a ``*`` is
+    unary where no operand precedes it."""
+    out: list[str] = []
+    i = 0
+    while i < len(source):
+        ch = source[i]
+        before = "".join(out).rstrip()
+        if ch == "*" and (not before or before[-1] in "+-*/%&|^~(,<>"):
+            rest = source[i + 1:].lstrip()
+            if rest.startswith("("):
+                out.append("__deref__")
+                i = len(source) - len(rest)
+                continue
+            match = _OPERAND.match(rest)
+            if match is None:
+                raise UsageError(f"nothing to dereference in {source!r}")
+            out.append(f"__deref__({match.group(1)})")
+            i = len(source) - len(rest) + match.end()
+            continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
 
 
 def evaluate(text: str, register: Callable[[str], int], symbol: Callable[[str], int],
@@ -32,8 +56,7 @@ def evaluate(text: str, register: Callable[[str], int], symbol: Callable[[str], 
     if not source:
         raise UsageError("an expression is required")
     source = _REGISTER.sub(r"__reg__\1", source)
-    source = _DEREF.sub(r"\1__deref__ ", source)
-    source = re.sub(r"__deref__ ([^\s()+\-*/%&|^~]+|\([^()]*\))", r"__deref__(\1)", source)
+    source = _unary_stars(source)
     try:
         tree = ast.parse(source, mode="eval")
     except SyntaxError:
