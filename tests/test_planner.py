@@ -95,3 +95,25 @@ def test_this_host_write_watch_plan_matches_its_probe(caps: HostCapabilities) ->
         assert first is Mechanism.PAGE_TRAP
     else:
         assert first is Mechanism.STEP_COMPARE
+
+
+# --- slot pressure in a session planned for an ideal host (nothing runs) ----
+
+
+def test_watchpoints_move_to_a_freed_hw_slot_and_hw_fails_naming_holders(caps) -> None:
+    import kvmbench
+    from kvmbench.errors import SlotsExhausted
+
+    s = kvmbench.open("counter", ["1"], capabilities=IDEAL)
+    try:
+        bps = [s.breakpoints.add(f, kind="hw") for f in ("increment", "add_ten", "reader", "main")]
+        wp = s.watchpoints.add("counter")
+        assert wp.mechanism is Mechanism.PAGE_TRAP and "no hardware slot free" in wp.reason
+        with pytest.raises(SlotsExhausted, match=r"DR\d.*(increment|add_ten|reader|main)"):
+            s.watchpoints.add("watch_a", kind="hw")
+        s.breakpoints.delete(bps[1].number)
+        assert wp.mechanism is Mechanism.HW_DATA and wp.slots == ("DR1",)
+        auto = s.breakpoints.add("reset_counter")
+        assert auto.mechanism is Mechanism.INT3  # auto keeps slots free
+    finally:
+        s.close()
