@@ -334,9 +334,7 @@ def _add_watch(wb: Workbench, args: str, access: str) -> object:
             raise UsageError(f"watch length must be a number, not {words[-1]!r}") from None
         words = words[:-1]
     where = " ".join(words)
-    wp = wb.s.watchpoints.add(where, length=length, access=access)
-    if condition:
-        wb.s.breakpoints.set_condition(wp.number, condition)
+    wp = wb.s.watchpoints.add(where, length=length, access=access, condition=condition)
     label = {"write": "Watchpoint", "read": "Read watchpoint", "access": "Access watchpoint"}[access]
     value = int.from_bytes(wp.value, "little") if wp.value else None
     return Text(f"{label} {wp.number}: {wp.location} ({wp.length} bytes at {wp.address:#x}) "
