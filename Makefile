@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test guests bench probe clean
+.PHONY: lab test browser guests bench probe clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,9 +17,16 @@ $(STAMP): pyproject.toml
 lab: $(STAMP)
 	$(BIN)/kvmbench lab
 
-## test: the whole test suite
-test: $(STAMP)
+## test: the whole test suite (installs Debian's chromium for the browser test)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest
+
+# The real-browser test drives Debian's chromium; Playwright's own browser
+# download is not used. Without root the test skips and says why.
+browser:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	fi
 
 ## guests: rebuild the bundled guest ELFs from kvmbench/guests/src
 guests:
