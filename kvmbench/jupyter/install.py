@@ -8,7 +8,6 @@ import json
 import shutil
 import sys
 import tempfile
-from importlib import resources
 from pathlib import Path
 
 from jupyter_client.kernelspec import KernelSpecManager
@@ -20,10 +19,14 @@ def spec_dir() -> Path:
     """The kernelspec template (kernel.json and logos), in the repository or
     installed as package data."""
     here = Path(__file__).resolve().parent
-    for candidate in (here.parent.parent / "kernelspec" / KERNEL_NAME, here / "kernelspec"):
+    candidates = (
+        here.parent.parent / "kernelspec" / KERNEL_NAME,  # a source checkout
+        Path(sys.prefix) / "share" / "jupyter" / "kernels" / KERNEL_NAME,  # the wheel's shared data
+    )
+    for candidate in candidates:
         if (candidate / "kernel.json").exists():
             return candidate
-    return Path(str(resources.files("kvmbench.jupyter") / "kernelspec"))
+    raise FileNotFoundError(f"kvmbench kernelspec template not found (looked in {candidates})")
 
 
 def install(user: bool = False, prefix: str | None = None, python: str = sys.executable) -> str:
