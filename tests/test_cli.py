@@ -1,0 +1,101 @@
+"""The kvmbench command, run as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import HAVE_KVM, NO_KVM_REASON
+
+pytestmark = pytest.mark.skipif(not HAVE_KVM, reason=NO_KVM_REASON)
+
+
+def kvmbench(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "kvmbench", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_run_hello_prints_the_guest_text_and_exits_zero() -> None:
+    result = kvmbench("run", "hello")
+    assert result.returncode == 0
+    assert result.stdout == "Hello from a kvmbench guest!\n"
+
+
+def test_run_fib_20_prints_6765() -> None:
+    result = kvmbench("run", "fib", "20")
+    assert result.returncode == 0
+    assert "fib(20) = 6765" in result.stdout
+
+
+def test_run_exits_with_the_guest_exit_code() -> None:
+    assert kvmbench("run", "sort", "300").returncode == 64
+
+
+def test_run_trace_prints_the_hit_table() -> None:
+    result = kvmbench("run", "fib", "15", "--trace", "fib")
+    assert result.returncode == 0
+    row = next(line for line in result.stderr.splitlines() if line.startswith("1 "))
+    assert row.split()[-1] == "1973"  # fib(15) makes 2*fib(16)-1 calls
+
+
+def test_run_watch_prints_every_writer() -> None:
+    result = kvmbench("run", "counter", "5", "--watch", "counter")
+    assert result.returncode == 0
+    writes = int(next(l for l in result.stdout.splitlines() if l.startswith("counter ")).split("writes=")[1])
+    row = next(line for line in result.stderr.splitlines() if line.startswith("1 "))
+    assert int(row.split()[-1]) == writes
+    assert "increment+" in result.stderr and "add_ten+" in result.stderr
+
+
+def test_run_break_reports_each_stop_and_goes_on() -> None:
+    result = kvmbench("run", "fib", "3", "--break", "fib")
+    assert result.returncode == 0
+    assert result.stderr.count("[kvmbench] breakpoint 1") == 5  # fib(3): 5 calls
+
+
+def test_unknown_guest_is_one_clear_line() -> None:
+    result = kvmbench("run", "fob")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "kvmbench: unknown guest 'fob'; bundled guests: hello, fib, sort, counter, callmix, "
+        "selfmod, int3guest, ticks, spin, probe, benchloop"
+    ]
+
+
+def test_unknown_symbol_is_one_clear_line() -> None:
+    result = kvmbench("run", "fib", "3", "--trace", "fob")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "fob" in lines[0] and "fib" in lines[0]
+
+
+def test_probe_prints_a_row_per_feature_and_says_why_one_fails() -> None:
+    result = kvmbench("probe")
+    assert result.returncode == 0
+    for label in ("hw execute breakpoint", "int3 trap", "hlt trap", "read-only memslot",
+                  "single-step", "hw write watchpoint"):
+        assert label in result.stdout
+    failing = [l for l in result.stdout.splitlines() if "  NO  " in l]
+    assert all(len(l.split("NO", 1)[1].strip()) > 10 for l in failing)  # each says what happened
+
+
+def test_probe_json_matches_the_table() -> None:
+    data = json.loads(kvmbench("probe", "--json").stdout)
+    features = {r["feature"] for r in data["results"]}
+    assert {"INT3", "HLT_TRAP", "HW_EXECUTE", "HW_WRITE_WATCH", "READONLY_MEMSLOT"} <= features
+    assert all(r["works"] or r["detail"] for r in data["results"])
+
+
+def test_probe_from_scratch_finishes_within_ten_seconds(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "kvmbench", "probe", "--refresh"],
+                            capture_output=True, text=True, timeout=60,
+                            env={"XDG_CACHE_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    elapsed = time.perf_counter() - start
+    assert result.returncode == 0, result.stderr
+    assert elapsed < 10, f"probe took {elapsed:.1f} s"
+    assert list(tmp_path.glob("kvmbench/probe-*.json"))
