@@ -78,6 +78,18 @@ def test_single_steps_across_sti_cpuid_wrmsr_cli_never_deliver_the_pending_tick(
     assert stop.reason is StopReason.EXITED and stop.exit_code == 0, stop.describe()
 
 
-def test_dr7_gd_traps_a_mov_to_a_debug_register(open_guest, caps) -> None:
-    # No probe covers DR7.GD, and no bundled guest writes a debug register.
-    pytest.skip(f"DR7.GD is not probed on {caps.host}: no bundled guest moves to a debug register")
+def test_dr7_gd_traps_a_mov_to_a_debug_register(open_guest, skip_unless) -> None:
+    # debug_regs.c: with DR7.GD set, the guest's mov to DR0 raises #DB before
+    # it executes; the exit is at the mov and DR6 says BD.
+    skip_unless(Feature.DR7_GD)
+    from kvmbench.backends.kvm import abi
+    from kvmbench.backends.kvm.exits import Debug
+
+    s = open_guest("probe", ["movdr"])
+    site = s.symbols.resolve("probe_movdr_site")
+    s.machine.set_guest_debug(abi.KVM_GUESTDBG_ENABLE | abi.KVM_GUESTDBG_USE_HW_BP,
+                              (0, 0, 0, 0, 0, 0, 0, 0x400 | int(Dr6.BD)))
+    event = s.machine.run()
+    assert isinstance(event, Debug) and event.exception == 1
+    assert event.pc == site
+    assert significant_bits(event.dr6) == Dr6.BD

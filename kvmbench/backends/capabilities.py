@@ -19,6 +19,7 @@ class Feature(enum.Enum):
     RESUME_FLAG = "resume past a DRn hit with RF"
     HW_WRITE_WATCH = "hw write watchpoint (DR7 RW=01)"
     HW_ACCESS_WATCH = "hw access watchpoint (DR7 RW=11)"
+    DR7_GD = "DR7.GD (mov to DRn traps)"
     SINGLE_STEP = "single-step"
     BLOCKIRQ = "single-step with BLOCKIRQ"
     READONLY_MEMSLOT = "read-only memslot (MMIO exit)"

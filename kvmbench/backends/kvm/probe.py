@@ -37,7 +37,8 @@ WATCHDOG_SECONDS = 3.0
 _DR7_L0 = 1 << 0
 _DR7_RW_WRITE, _DR7_RW_ACCESS = 0b01 << 16, 0b11 << 16
 _DR7_LEN8 = 0b10 << 18
-_DR6_B0, _DR6_BS = 1 << 0, 1 << 14
+_DR7_GD = 0x400 | 1 << 13  # bit 10 reads as 1 (SDM vol. 3, 18.2.4)
+_DR6_B0, _DR6_BD, _DR6_BS = 1 << 0, 1 << 13, 1 << 14
 _RFLAGS_RF = 1 << 16
 _ENABLE = abi.KVM_GUESTDBG_ENABLE
 
@@ -243,6 +244,19 @@ def probe_int3() -> list[float]:
         return []
 
 
+def probe_dr7_gd() -> list[float]:
+    """General detect: a guest mov to DR0 must exit as #DB with DR6.BD, at the mov."""
+    site = _symbol("probe_movdr_site")
+    with _probe_guest("movdr") as m:
+        m.set_guest_debug(_ENABLE | abi.KVM_GUESTDBG_USE_HW_BP, (0, 0, 0, 0, 0, 0, 0, _DR7_GD))
+        event = _run(m)
+        if not (isinstance(event, Debug) and event.dr6 & _DR6_BD):
+            raise _missed(event, "#DB for the mov to DR0")
+        if event.pc != site:
+            raise ProbeFailed(f"#DB at {event.pc:#x}, expected the mov at {site:#x}")
+        return []
+
+
 def probe_hlt_trap() -> list[float]:
     """A 1-byte hlt over probe_target, stepped over per hit as the engine does."""
     target = _symbol("probe_target")
@@ -309,6 +323,7 @@ PROBES: dict[Feature, Callable[[], list[float]]] = {
     Feature.HLT_TRAP: probe_hlt_trap,
     Feature.HW_WRITE_WATCH: probe_hw_write_watch,
     Feature.HW_ACCESS_WATCH: probe_hw_access_watch,
+    Feature.DR7_GD: probe_dr7_gd,
     Feature.READONLY_MEMSLOT: probe_readonly_memslot,
     Feature.INTERRUPT_INJECTION: probe_interrupt_injection,
 }
@@ -336,11 +351,14 @@ def probe_host(refresh: bool = False) -> HostCapabilities:
     if not refresh and path.exists():
         try:
             data = json.loads(path.read_text())
-            return HostCapabilities.from_results(
+            cached = HostCapabilities.from_results(
                 host,
                 (ProbeResult(Feature[r["feature"]], r["works"], r["detail"], r["median_us"])
                  for r in data["results"]),
             )
+            # A cache from an older kvmbench lacks the probes added since.
+            if set(cached.results) == set(PROBES):
+                return cached
         except (ValueError, KeyError, TypeError):
             pass  # a stale or damaged cache is probed again
     caps = HostCapabilities.from_results(host, (run_probe(f) for f in PROBES))

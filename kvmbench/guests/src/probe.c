@@ -19,6 +19,8 @@
  *             cpuid, wrmsr, cli) for single-step conformance (the
  *             interrupt must not be delivered while stepping), then
  *             interrupts on until a tick arrives (probe_ticks > 0)
+ *   movdr     one mov to DR0 at probe_movdr_site (DR7.GD conformance:
+ *             with general detect on, the mov raises #DB before it runs)
  *
  * Exits 0 (irq: 2 on too few ticks); EXIT_USAGE for an unknown mode.
  */
@@ -199,6 +201,16 @@ NOINLINE void probe_sti(void)
     timer_stop();
 }
 
+/* ---- movdr ---- */
+
+NOINLINE void probe_movdr(void)
+{
+    __asm__ volatile(".globl probe_movdr_site\n"
+                     "xor %%eax, %%eax\n\t"
+                     "probe_movdr_site:\n\t"
+                     "mov %%rax, %%dr0" ::: "rax");
+}
+
 int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "";
@@ -220,8 +232,10 @@ int main(int argc, char **argv)
         return probe_irq();
     } else if (str_eq(mode, "sti_step")) {
         probe_sti();
+    } else if (str_eq(mode, "movdr")) {
+        probe_movdr();
     } else {
-        printf("usage: probe int3|hlt|exec|write|read|step|irq|sti_step\n");
+        printf("usage: probe int3|hlt|exec|write|read|step|irq|sti_step|movdr\n");
         return EXIT_USAGE;
     }
     return 0;
