@@ -243,6 +243,10 @@ class Session:
         self.last_stop: Stop | None = None
         #: Stop at traps the guest raises itself instead of handing them over.
         self.catch_guest_traps = False
+        #: Bumped whenever what is armed changes; keys the cached debug setup.
+        self._armed_generation = 0
+        self._debug_key: tuple[object, ...] | None = None
+        self._debug_config: tuple[int, tuple[int, ...], bool] = (0, (0,) * 8, False)
         self._numbers = _Requests()
         self._patches = PatchTable(machine.memory)
         self._slots = SlotTable(X86_64)
@@ -350,6 +354,7 @@ class Session:
 
     def _serve(self, bp: Breakpoint) -> None:
         """Give ``bp`` a mechanism and arm it; raises if none can serve."""
+        self._armed_generation += 1
         plan = plan_breakpoint(bp.kind, self.capabilities)
         failure: KvmbenchError | None = None
         for mechanism, reason in plan.choices:
@@ -370,6 +375,7 @@ class Session:
         raise failure
 
     def _unserve(self, bp: Breakpoint) -> None:
+        self._armed_generation += 1
         if bp.mechanism is None:
             return
         if bp.mechanism is Mechanism.HW_EXECUTE:
@@ -475,6 +481,7 @@ class Session:
             raise BreakpointError(f"cannot watch {address:#x}+{length}: outside guest memory")
 
     def _serve_watch(self, wp: Watchpoint) -> None:
+        self._armed_generation += 1
         plan = plan_watchpoint(wp.kind, wp.access, self.capabilities)
         failure: KvmbenchError | None = None
         for mechanism, reason in plan.choices:
@@ -493,6 +500,7 @@ class Session:
         raise failure
 
     def _unserve_watch(self, wp: Watchpoint) -> None:
+        self._armed_generation += 1
         if wp.mechanism is Mechanism.HW_DATA:
             self._slots.release(wp)
         mechanism = wp.mechanism
@@ -598,6 +606,9 @@ class Session:
         self._require_stopped()
         with self._lock:
             self.state = RunState.RUNNING
+        # Translations are cached while the guest runs (a hit costs no page
+        # walk); the user may have edited page tables since the last stop.
+        self.machine.flush_tlb()
         try:
             stop = body()
         except GuestError as e:
@@ -615,6 +626,7 @@ class Session:
             else:
                 self.state = RunState.STOPPED
         self.machine.console.flush()
+        self.machine.flush_tlb()  # the guest may have changed its page tables
         if stop.breakpoint is not None:
             bp = self.breakpoints.get(stop.breakpoint)
             if bp is not None and bp.temporary:
@@ -818,24 +830,42 @@ class Session:
     def _apply_debug(self, stepping: bool, off_at: int | None = None) -> None:
         """Program KVM_SET_GUEST_DEBUG for what is armed. ``off_at``: an address
         whose execute slots are left out for one step, on hosts where RF does
-        not keep them from firing again."""
+        not keep them from firing again.
+
+        Called before every resume, so the configuration is computed once per
+        change of what is armed (the machine skips an unchanged ioctl)."""
+        if off_at is not None and self.capabilities.works(Feature.RESUME_FLAG):
+            off_at = None
+        key = (self._armed_generation, stepping, off_at, self.catch_guest_traps)
+        if key != self._debug_key:
+            self._debug_key = key
+            self._debug_config = self._debug_configuration(stepping, off_at)
+        control, debugregs, hold = self._debug_config
+        if hold:
+            self.machine.hold_interrupts = True
+        self.machine.set_guest_debug(control, debugregs)
+
+    def _debug_configuration(
+        self, stepping: bool, off_at: int | None
+    ) -> tuple[int, tuple[int, ...], bool]:
+        """(control flags, debugregs, hold interrupts) for what is armed now."""
         control = 0
-        debugregs: Sequence[int] = (0,) * 8
+        debugregs: tuple[int, ...] = (0,) * 8
         if self._slots.used:
             control |= abi.KVM_GUESTDBG_ENABLE | abi.KVM_GUESTDBG_USE_HW_BP
-            debugregs = self._slots.debugregs()
-            if off_at is not None and not self.capabilities.works(Feature.RESUME_FLAG):
+            debugregs = tuple(self._slots.debugregs())
+            if off_at is not None:
                 debugregs = _without_execute_slots_at(debugregs, self._slots, off_at)
         if self.catch_guest_traps or any(
             b.mechanism is Mechanism.INT3 for bps in self._armed.values() for b in bps
         ):
             control |= abi.KVM_GUESTDBG_ENABLE | abi.KVM_GUESTDBG_USE_SW_BP
-        if stepping or self._stepping_watches():
+        hold = bool(stepping or self._stepping_watches())
+        if hold:
             control |= abi.KVM_GUESTDBG_ENABLE | abi.KVM_GUESTDBG_SINGLESTEP
             if self.capabilities.works(Feature.BLOCKIRQ):
                 control |= abi.KVM_GUESTDBG_BLOCKIRQ
-            self.machine.hold_interrupts = True
-        self.machine.set_guest_debug(control, debugregs)
+        return control, debugregs, hold
 
     def _run_guest(self) -> MachineEvent:
         """One machine run. With single-step-compare watches armed, first

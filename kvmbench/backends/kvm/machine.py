@@ -111,7 +111,9 @@ class Machine:
         self._timer: _Timer | None = None
         self._pause_requested = False
         self._vcpu_thread: int | None = None
-        self._sregs: abi.kvm_sregs | None = None
+        #: Guest-virtual page -> guest-physical page, for the CR3 in ``_tlb_cr3``.
+        self._tlb: dict[int, int] = {}
+        self._tlb_cr3 = -1
         self._guest_debug = abi.kvm_guest_debug()
         self._guest_debug_set = False
 
@@ -140,9 +142,10 @@ class Machine:
             regs = boot.initial_regs(entry, argc, argv_address)
             vcpu.set_regs(regs)
             run = vcpu.run_page
-            run.kvm_valid_regs = abi.KVM_SYNC_X86_REGS
+            run.kvm_valid_regs = abi.KVM_SYNC_X86_REGS | abi.KVM_SYNC_X86_SREGS
             # Until the first KVM_RUN the sync area is empty: seed it.
             run.s.regs.regs = regs
+            run.s.regs.sregs = vcpu.get_sregs()
             run.kvm_dirty_regs = 0
             return cls(kvm, vm, vcpu, memory, Console(on_console))
         except BaseException:
@@ -158,15 +161,32 @@ class Machine:
         self._run_page.kvm_dirty_regs |= abi.KVM_SYNC_X86_REGS
 
     def get_sregs(self) -> abi.kvm_sregs:
-        """Special registers, fetched once per stop."""
-        if self._sregs is None:
-            self._sregs = self.vcpu.get_sregs()
-        return self._sregs
+        """Special registers as of the last exit (synced through the run page:
+        no ioctl). Read-only: the VMM never changes them after boot."""
+        return self._run_page.s.regs.sregs
 
     def translate(self, address: int) -> int:
-        """Guest-physical address of guest-virtual ``address``."""
-        sregs = self.get_sregs()
-        return translate(self.memory.read_u64, sregs.cr0, sregs.cr3, address)[0]
+        """Guest-physical address of guest-virtual ``address``.
+
+        Walks are cached per page until :meth:`flush_tlb` or a CR3 change, so
+        a breakpoint hit costs no page walk. Like a CPU's TLB the cache does
+        not see the guest edit its page tables; the debug engine flushes it
+        at every stop the user sees.
+        """
+        sregs = self._run_page.s.regs.sregs
+        if sregs.cr3 != self._tlb_cr3:
+            self._tlb.clear()
+            self._tlb_cr3 = sregs.cr3
+        page = address >> 12
+        frame = self._tlb.get(page)
+        if frame is None:
+            frame = translate(self.memory.read_u64, sregs.cr0, sregs.cr3, address & ~0xFFF)[0]
+            self._tlb[page] = frame
+        return frame | (address & 0xFFF)
+
+    def flush_tlb(self) -> None:
+        """Forget cached translations (the guest may have changed its page tables)."""
+        self._tlb.clear()
 
     def read_virtual(self, address: int, length: int) -> bytes:
         """Bytes at a guest-virtual address, across page boundaries."""
@@ -243,7 +263,6 @@ class Machine:
             raise SessionStateError(f"the guest has exited (code {self.exit_code})")
         run = self._run_page
         vcpu_run = self.vcpu.run
-        self._sregs = None
         self._vcpu_thread = threading.get_ident()
         try:
             while True:
