@@ -79,6 +79,15 @@ class HitLog:
         """Drop a deleted request's total (its ring rows age out on their own)."""
         self.totals.pop(number, None)
 
+    def plot(self, kind: str, *args: object, **kwargs: object) -> object:
+        """A matplotlib Figure of these hits: ``kind`` is one of
+        ``kvmbench.plots.KINDS`` (per-request, over-time, callers, writers);
+        pass ``symbolize=session.symbols.format_address`` to name addresses.
+        matplotlib is imported only here: the engine does not need it."""
+        from kvmbench import plots
+
+        return plots.plot(self, kind, *args, **kwargs)
+
     def clear(self) -> None:
         self._next = 0
         self._recorded = 0
