@@ -85,6 +85,8 @@ class Workbench:
         self._on_console = on_console
         self._on_session = on_session
         self._last_registers: dict[str, int] = {}
+        #: The last %guest's words (name and arguments): what a restart boots.
+        self.guest_command: list[str] = []
 
     # --- dispatch ----------------------------------------------------------------
 
@@ -255,6 +257,7 @@ def _guest(wb: Workbench, args: str) -> object:
     if wb.session is not None:
         wb.close()
     wb.session = kvmbench.open(words[0], args=words[1:], on_console=wb._on_console)
+    wb.guest_command = words
     wb._last_registers = {}
     if wb._on_session is not None:
         wb._on_session(wb.session)
@@ -712,6 +715,14 @@ def _backtrace(wb: Workbench, args: str) -> object:
         at = f" at {source}" if source else ""
         lines.append(f"#{n:<2} {pc:#018x} in {wb.describe_address(pc)}{at}")
     return Text("\n".join(lines))
+
+
+@command("panel", guest=False, stopped=False)
+def _panel(wb: Workbench, args: str) -> object:
+    """panel: a live debugger panel (run buttons, breakpoint and watch tables, registers, hit plots)."""
+    from kvmbench.jupyter.widgets import panel  # ipywidgets only when asked for
+
+    return panel(wb)
 
 
 @command("probe", guest=False)
