@@ -292,3 +292,12 @@ def test_guest_memory_rejects_sizes_that_are_not_whole_pages() -> None:
         kvm.close()
 
 
+
+
+def test_running_a_closed_machine_is_a_clear_error() -> None:
+    from kvmbench.errors import SessionStateError
+
+    m = boot("hello")
+    m.close()
+    with pytest.raises(SessionStateError, match="closed"):
+        m.run()

@@ -67,15 +67,12 @@ def _time_kvmbench(case: BenchCase, hits: int, caps: HostCapabilities) -> tuple[
     with kvmbench.open(GUEST, [case.mode, str(hits)], capabilities=caps) as session:
         request = case.arm(session)
         start = time.perf_counter()
-        if request is None:  # single-step: one stepi per instruction until exit
-            steps = 0
-            while True:
-                stop = session.stepi()
-                steps += 1
-                if stop.reason is not StopReason.STEP:
-                    break
+        if request is None:  # single-step every instruction until the guest exits
+            stop = session.stepi(1 << 62)
             elapsed = time.perf_counter() - start
-            return elapsed, steps, "single-step"
+            if stop.reason is not StopReason.EXITED:
+                raise KvmbenchError(f"bench guest did not exit cleanly: {stop.describe()}")
+            return elapsed, int(stop.extra["steps"]), "single-step"
         stop = session.cont()
         elapsed = time.perf_counter() - start
         if stop.reason is not StopReason.EXITED or stop.exit_code != 0:

@@ -115,6 +115,9 @@ class PatchTable:
 
         Serves both debugger writes and guest stores the VMM completes for
         pages that hold traps (self-modifying code)."""
+        if not self._patches:
+            self._memory.write(address, data)
+            return
         end = address + len(data)
         out = bytearray(data)
         for a, patch in self._patches.items():

@@ -62,6 +62,7 @@ _GPR_BY_CODE = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi")
 _REX_B = 0x41
 _MASK64 = (1 << 64) - 1
 _DR6_SLOTS = Dr6.B0 | Dr6.B1 | Dr6.B2 | Dr6.B3
+_DR6_BS = int(Dr6.BS)  # a plain int: IntFlag arithmetic costs a microsecond a step
 
 
 class RunState(enum.Enum):
@@ -243,6 +244,9 @@ class Session:
         self.last_stop: Stop | None = None
         #: Stop at traps the guest raises itself instead of handing them over.
         self.catch_guest_traps = False
+        #: (watch, physical start, end) of page-trap watches, for the store path.
+        self._page_watch_ranges: list[tuple[Watchpoint, int, int]] = []
+        self._watch_pieces: dict[int, list[tuple[int, int]]] = {}
         #: Bumped whenever what is armed changes; keys the cached debug setup.
         self._armed_generation = 0
         self._debug_key: tuple[object, ...] | None = None
@@ -521,15 +525,36 @@ class Session:
                 if w.enabled and w.mechanism is Mechanism.PAGE_TRAP]
 
     def _update_readonly_pages(self) -> None:
+        """Protect the pages of page-trap watches and of software traps, and
+        note each watch's physical ranges for the store path."""
         pages: set[int] = set()
+        ranges: list[tuple[Watchpoint, int, int]] = []
+        self._watch_pieces = {}
         for wp in self._page_trap_watches():
-            first = self.machine.translate(wp.address) >> 12
-            last = self.machine.translate(wp.address + wp.length - 1) >> 12
-            pages.update(range(first, last + 1))
+            pieces = self._watch_pieces[wp.number] = self._physical_pieces(wp.address, wp.length)
+            for start, end in pieces:
+                ranges.append((wp, start, end))
+                pages.update(range(start >> 12, ((end - 1) >> 12) + 1))
+        self._page_watch_ranges = ranges
         # Pages holding software traps are protected too, so a guest store
         # over a trap becomes the new original instead of erasing the trap.
         pages |= self._patches.pages()
         self.machine.memory.set_readonly_pages(pages)
+
+    def _physical_pieces(self, address: int, length: int) -> list[tuple[int, int]]:
+        """[start, end) physical ranges of a virtual range, split at pages."""
+        pieces: list[tuple[int, int]] = []
+        offset = 0
+        while offset < length:
+            here = address + offset
+            n = min(length - offset, 4096 - (here & 0xFFF))
+            start = self.machine.translate(here)
+            if pieces and pieces[-1][1] == start:
+                pieces[-1] = (pieces[-1][0], start + n)
+            else:
+                pieces.append((start, start + n))
+            offset += n
+        return pieces
 
     # --- run control -------------------------------------------------------------
 
@@ -549,15 +574,7 @@ class Session:
         if count < 1:
             raise UsageError("step count must be at least 1")
 
-        def steps() -> Stop:
-            stop = self._single_step()
-            for _ in range(count - 1):
-                if stop.reason is not StopReason.STEP:
-                    break
-                stop = self._single_step()
-            return stop
-
-        return self._run(steps)
+        return self._run(lambda: self._step_many(count))
 
     def nexti(self, count: int = 1) -> Stop:
         """Execute ``count`` instructions, running called functions to their return."""
@@ -647,13 +664,15 @@ class Session:
         if stop is not None:
             return stop
         self._apply_debug(stepping=False)
+        armed = self._armed
         while True:
             stop = self._on_event(self._run_guest())
             if stop is not None:
                 return stop
-            stop = self._step_off_trap()
-            if stop is not None:
-                return stop
+            if machine.regs.rip in armed:
+                stop = self._step_off_trap()
+                if stop is not None:
+                    return stop
             self._apply_debug(stepping=False)
 
     def _run_to(self, address: int, reason: StopReason, in_frame: Callable[[], bool]) -> Stop:
@@ -766,6 +785,48 @@ class Session:
             if patch is not None:
                 self._patches.rearm(patch.address)
             machine.hold_interrupts = False
+
+    def _step_many(self, count: int) -> Stop:
+        """``count`` single-steps. Where no request is armed at the pc and no
+        watch compares, a step costs one KVM_RUN: the step setup stays."""
+        machine = self.machine
+        armed = self._armed
+        done = 0
+        dr6 = 0
+        stop: Stop | None = None
+        configured = False
+        try:
+            while done < count:
+                if machine.regs.rip in armed or self._stepping_watches():
+                    stop = self._single_step()  # lifts traps, masks slots, compares
+                    configured = False
+                    done += 1
+                    if stop.reason is not StopReason.STEP:
+                        break
+                    dr6 = int(stop.extra.get("dr6", 0))  # type: ignore[call-overload]
+                    stop = None
+                    continue
+                if not configured:
+                    machine.hold_interrupts = True
+                    self._apply_debug(stepping=True)
+                    configured = True
+                event = machine.run()
+                if type(event) is Debug and event.dr6 & _DR6_BS:
+                    done += 1
+                    dr6 = event.dr6
+                elif type(event) is Hlt:
+                    done += 1  # the guest's own hlt was the stepped instruction
+                else:
+                    stop = self._on_event(event, stepping=True)
+                    if stop is not None and stop.reason is not StopReason.STEP:
+                        break
+                    stop = None
+        finally:
+            machine.hold_interrupts = False
+        if stop is None:
+            stop = Stop(StopReason.STEP, machine.regs.rip, extra={"dr6": dr6})
+        stop.extra["steps"] = done
+        return stop
 
     def _step_off_trap(self) -> Stop | None:
         """Before resuming at one of our breakpoints, run the instruction it
@@ -895,8 +956,16 @@ class Session:
         return insn
 
     def _stepping_watches(self) -> list[Watchpoint]:
-        return [w for w in self.watchpoints._by_number.values()
-                if w.enabled and w.mechanism is Mechanism.STEP_COMPARE]
+        """Enabled single-step-compare watches (asked before every run, so
+        kept per change of what is armed)."""
+        if self._step_watches_generation != self._armed_generation:
+            self._step_watches = [w for w in self.watchpoints._by_number.values()
+                                  if w.enabled and w.mechanism is Mechanism.STEP_COMPARE]
+            self._step_watches_generation = self._armed_generation
+        return self._step_watches
+
+    _step_watches: list[Watchpoint] = []
+    _step_watches_generation = -1
 
     # --- events ------------------------------------------------------------------
 
@@ -1023,13 +1092,16 @@ class Session:
         if not event.is_write:
             raise GuestError(f"guest read of unbacked memory at {event.address:#x}",
                              self.machine.regs.rip)
-        self._patches.write(event.address, event.data)
+        address = event.address
+        self._patches.write(address, event.data)
         writer = self.machine.regs.rip  # the store has not retired: rip is the writer
+        end = address + event.length
         stop = None
-        for wp in self._page_trap_watches():
-            physical = self.machine.translate(wp.address)
-            if physical < event.address + event.length and event.address < physical + wp.length:
-                stop = self._watch_changed(wp, writer, event.address) or stop
+        seen: set[int] = set()
+        for wp, start, stop_at in self._page_watch_ranges:
+            if start < end and address < stop_at and wp.number not in seen:
+                seen.add(wp.number)
+                stop = self._watch_changed(wp, writer, address) or stop
         return stop
 
     def _on_hw_watch(self, wp: Watchpoint) -> Stop | None:
@@ -1102,11 +1174,15 @@ class Session:
                     new_value=int.from_bytes(new, "little"), access_address=access_address)
 
     def _read_watched(self, wp: Watchpoint) -> bytes:
-        out = bytearray()
-        for offset in range(0, wp.length, 4096):
-            n = min(4096, wp.length - offset)
-            out += self._patches.read(self.machine.translate(wp.address + offset), n)
-        return bytes(out)
+        # A page trap pins its watch's physical pages, so their ranges are
+        # known; other mechanisms translate (cached while running).
+        pieces = self._watch_pieces.get(wp.number) if wp.mechanism is Mechanism.PAGE_TRAP else None
+        if pieces is None:
+            pieces = self._physical_pieces(wp.address, wp.length)
+        if len(pieces) == 1:
+            start, end = pieces[0]
+            return self._patches.read(start, end - start)
+        return b"".join(self._patches.read(start, end - start) for start, end in pieces)
 
 
 def _without_execute_slots_at(

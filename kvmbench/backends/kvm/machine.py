@@ -33,6 +33,7 @@ from kvmbench.backends.kvm.exits import (
     KVM_EXIT_INTR,
     KVM_EXIT_IO,
     KVM_EXIT_IRQ_WINDOW_OPEN,
+    KVM_EXIT_MMIO,
 )
 from kvmbench.backends.kvm.memory import GuestMemory, translate
 from kvmbench.backends.kvm.system import Kvm, Vcpu, Vm
@@ -72,6 +73,7 @@ class Int3Undelivered:
 
 MachineEvent = Debug | Hlt | Mmio | Paused | GuestExited | Int3Undelivered
 _PAUSED = Paused()
+_HLT = Hlt()
 
 
 class _Timer(threading.Thread):
@@ -102,6 +104,12 @@ class Machine:
         self.kvm, self.vm, self.vcpu, self.memory, self.console = kvm, vm, vcpu, memory, console
         self._run_page = vcpu.run_page
         self._run_address = ctypes.addressof(vcpu.run_page)
+        # SAFETY: views of the exit union inside the run page, built once so
+        # a hit does not build them; dropped with the page in close().
+        exit_address = self._run_address + abi.kvm_run.exit.offset
+        self._debug_exit = abi.kvm_debug_exit_arch.from_address(exit_address)
+        self._mmio_exit = abi.kvm_run_mmio.from_address(exit_address)
+        self._vcpu_runner = vcpu.runner()
         #: The guest's registers, valid whenever the guest is not running.
         self.regs: abi.kvm_regs = self._run_page.s.regs.regs
         self.exit_code: int | None = None
@@ -115,7 +123,7 @@ class Machine:
         self._tlb: dict[int, int] = {}
         self._tlb_cr3 = -1
         self._guest_debug = abi.kvm_guest_debug()
-        self._guest_debug_set = False
+        self._guest_debug_last: tuple[int, tuple[int, ...]] | None = None
 
     @classmethod
     def boot(
@@ -209,16 +217,15 @@ class Machine:
 
     def set_guest_debug(self, control: int, debugregs: Sequence[int] = (0,) * 8) -> None:
         """KVM_SET_GUEST_DEBUG, skipped when nothing changed since the last call."""
-        gd = self._guest_debug
-        if self._guest_debug_set and gd.control == control and tuple(gd.arch.debugreg) == tuple(
-            debugregs
-        ):
+        wanted = (control, tuple(debugregs))
+        if wanted == self._guest_debug_last:
             return
+        gd = self._guest_debug
         gd.control = control
-        for i, value in enumerate(debugregs):
+        for i, value in enumerate(wanted[1]):
             gd.arch.debugreg[i] = value
         self.vcpu.set_guest_debug(gd)
-        self._guest_debug_set = True
+        self._guest_debug_last = wanted
 
     @property
     def guest_debug_control(self) -> int:
@@ -261,8 +268,10 @@ class Machine:
         """Run until an event the debugger must see; device exits are served here."""
         if self.exit_code is not None:
             raise SessionStateError(f"the guest has exited (code {self.exit_code})")
+        if self.vcpu.fd < 0:
+            raise SessionStateError("the machine is closed")
         run = self._run_page
-        vcpu_run = self.vcpu.run
+        vcpu_run, check_run = self._vcpu_runner, self.vcpu.check_run
         self._vcpu_thread = threading.get_ident()
         try:
             while True:
@@ -271,10 +280,17 @@ class Machine:
                 # KVM_RUN refused with EINTR (immediate_exit, a kick before
                 # entry) leaves the previous exit_reason on the run page: a
                 # stale KVM_EXIT_HLT there would be served twice.
-                reason = KVM_EXIT_INTR if vcpu_run() < 0 else run.exit_reason
+                reason = KVM_EXIT_INTR if check_run(vcpu_run()) < 0 else run.exit_reason
                 if reason == KVM_EXIT_DEBUG:
-                    d = run.exit.debug
+                    d = self._debug_exit
                     return Debug(d.exception, d.pc, d.dr6, d.dr7)
+                if reason == KVM_EXIT_HLT:
+                    return _HLT  # a software trap's hit, or the guest's own hlt
+                if reason == KVM_EXIT_MMIO and self._mmio_exit.is_write:
+                    # A store to a read-only page: the page-trap hot path.
+                    m = self._mmio_exit
+                    if self.memory.contains(m.phys_addr, m.len):
+                        return Mmio(m.phys_addr, m.len, True, bytes(m.data)[: m.len])
                 if reason == KVM_EXIT_IO:
                     event = self._serve_io()
                     if event is not None:
@@ -402,7 +418,7 @@ class Machine:
         if self.vcpu.fd < 0:
             return
         # Views into the run page must go before the page is unmapped.
-        del self.regs, self._run_page
+        del self.regs, self._run_page, self._debug_exit, self._mmio_exit
         self.memory.close()
         self.vcpu.close()
         self.vm.close()
