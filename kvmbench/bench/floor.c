@@ -7,11 +7,11 @@
  * mechanism on one address and counts the hits until the guest exits.
  *
  * Usage: floor MECHANISM ELF_PATH N SYMBOL_ADDR [MODE]
- *   MECHANISM    hw-exec | hlt-trap | page-trap | single-step | none
+ *   MECHANISM    hw-exec | hw-watch | hlt-trap | page-trap | single-step | none
  *   ELF_PATH     the guest, normally kvmbench/guests/bin/benchloop.elf
  *   N            hits the guest makes (its second argument)
  *   SYMBOL_ADDR  hex address of bench_target (hw-exec, hlt-trap) or of
- *                bench_var (page-trap); unused by single-step and none
+ *                bench_var (hw-watch, page-trap); unused by single-step and none
  *   MODE         the guest's first argument; default `write` for page-trap,
  *                `call` otherwise
  *
@@ -31,6 +31,8 @@
  *   hlt-trap     KVM_RUN -> hlt exit; rip -= 1, restore the byte,
  *                SET_GUEST_DEBUG(step); KVM_RUN -> debug exit; re-patch,
  *                SET_GUEST_DEBUG(0)
+ *   hw-watch     KVM_RUN -> debug exit (a data breakpoint is a trap: the
+ *                store has retired, nothing to step over)
  *   page-trap    KVM_RUN -> MMIO exit; copy the stored bytes into RAM
  *   single-step  KVM_RUN -> debug exit
  *
@@ -102,6 +104,9 @@
  * bit 10 is reserved and set, as KVM keeps it (DR7_FIXED_1). */
 #define DR7_FIXED_1 0x400u
 #define DR7_L0      0x1u
+/* R/W0 = 01 (break on data writes) and LEN0 = 10 (8 bytes). */
+#define DR7_RW0_WRITE (0x1u << 16)
+#define DR7_LEN0_8    (0x2u << 18)
 /* DR6 (SDM vol. 3, 18.2.3): B0 (DR0 matched), BS (single-step). */
 #define DR6_B0 (1u << 0)
 #define DR6_BS (1u << 14)
@@ -110,10 +115,11 @@
 
 enum { FAIL_MECHANISM = 1, FAIL_USAGE = 2, FAIL_HOST = 3 };
 
-enum mechanism { HW_EXEC, HLT_TRAP, PAGE_TRAP, SINGLE_STEP, NONE };
+enum mechanism { HW_EXEC, HW_WATCH, HLT_TRAP, PAGE_TRAP, SINGLE_STEP, NONE };
 
 static const char *const mechanism_names[] = {
     [HW_EXEC] = "hw-exec",
+    [HW_WATCH] = "hw-watch",
     [HLT_TRAP] = "hlt-trap",
     [PAGE_TRAP] = "page-trap",
     [SINGLE_STEP] = "single-step",
@@ -608,6 +614,23 @@ static void run_page_trap(struct machine *m, struct tally *t, uint64_t page)
         unexpected(m, reason, "an MMIO exit");
 }
 
+/* Hardware write watch: DR0 over the 8-byte variable; each store exits
+ * after it retired (a trap, SDM vol. 3, 18.2.5), so resuming is KVM_RUN. */
+static void run_hw_watch(struct machine *m, struct tally *t, uint64_t target)
+{
+    uint32_t reason;
+
+    set_guest_debug(m, KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP, target,
+                    DR7_FIXED_1 | DR7_L0 | DR7_RW0_WRITE | DR7_LEN0_8);
+    while ((reason = run_until_event(m)) == KVM_EXIT_DEBUG) {
+        if (!(m->run->debug.arch.dr6 & DR6_B0))
+            unexpected(m, reason, "a DR0 data breakpoint exit");
+        count_hit(t);
+    }
+    if (reason != KVM_EXIT_IO)
+        unexpected(m, reason, "a DR0 data breakpoint exit");
+}
+
 /* Single-step: one KVM_RUN per instruction until the guest exits. */
 static void run_single_step(struct machine *m, struct tally *t)
 {
@@ -679,7 +702,7 @@ int main(int argc, char **argv)
 
     if (argc != 5 && argc != 6)
         fail(FAIL_USAGE,
-             "usage: floor hw-exec|hlt-trap|page-trap|single-step|none ELF N SYMBOL_ADDR [MODE]");
+             "usage: floor hw-exec|hw-watch|hlt-trap|page-trap|single-step|none ELF N SYMBOL_ADDR [MODE]");
     for (int i = 0; i <= NONE; i++) {
         if (strcmp(argv[1], mechanism_names[i]) == 0) {
             mech = (enum mechanism)i;
@@ -693,8 +716,8 @@ int main(int argc, char **argv)
     if (n == 0)
         fail(FAIL_USAGE, "N must be at least 1");
     address = parse_u64(argv[4], 16, "SYMBOL_ADDR");
-    mode = argc == 6 ? argv[5] : mech == PAGE_TRAP ? "write" : "call";
-    if ((mech == HW_EXEC || mech == HLT_TRAP || mech == PAGE_TRAP) &&
+    mode = argc == 6 ? argv[5] : (mech == PAGE_TRAP || mech == HW_WATCH) ? "write" : "call";
+    if ((mech == HW_EXEC || mech == HW_WATCH || mech == HLT_TRAP || mech == PAGE_TRAP) &&
         (address < BOOT_STACK_TOP || address >= MEM_SIZE))
         fail(FAIL_USAGE, "SYMBOL_ADDR %#llx is outside the guest image",
              (unsigned long long)address);
@@ -710,6 +733,7 @@ int main(int argc, char **argv)
     clock_gettime(CLOCK_MONOTONIC, &start);
     switch (mech) {
     case HW_EXEC: run_hw_exec(&m, &t, address); break;
+    case HW_WATCH: run_hw_watch(&m, &t, address); break;
     case HLT_TRAP: run_hlt_trap(&m, &t, address); break;
     case PAGE_TRAP: run_page_trap(&m, &t, readonly_page); break;
     case SINGLE_STEP: run_single_step(&m, &t); break;

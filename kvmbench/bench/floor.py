@@ -21,7 +21,9 @@ from kvmbench.guests import guest_path
 #: The source shipped in the package (package-data ``kvmbench/bench/*.c``).
 FLOOR_SOURCE = Path(__file__).resolve().with_name("floor.c")
 #: What the floor program measures; the names are its first argument.
-MECHANISMS: tuple[str, ...] = ("hw-exec", "hlt-trap", "page-trap", "single-step", "none")
+MECHANISMS: tuple[str, ...] = (
+    "hw-exec", "hw-watch", "hlt-trap", "page-trap", "single-step", "none",
+)
 #: The guest whose loop makes one hit an iteration (``src/benchloop.c``).
 BENCH_GUEST = "benchloop"
 
@@ -79,8 +81,9 @@ def run_floor(
     """Run the floor of ``mechanism`` for ``n`` hits on ``image`` (benchloop).
 
     ``symbol_address`` is bench_target's address for hw-exec and hlt-trap,
-    bench_var's for page-trap, ignored otherwise. ``mode`` overrides the
-    guest's mode (default: ``write`` for page-trap, ``call`` otherwise).
+    bench_var's for hw-watch and page-trap, ignored otherwise. ``mode``
+    overrides the guest's mode (default: ``write`` for hw-watch and
+    page-trap, ``call`` otherwise).
     """
     if mechanism not in MECHANISMS:
         raise UsageError(f"unknown floor mechanism {mechanism!r}; one of {', '.join(MECHANISMS)}")

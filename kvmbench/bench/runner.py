@@ -31,7 +31,10 @@ GUEST = "benchloop"
 
 @dataclass(frozen=True)
 class BenchCase:
-    """One mechanism: how kvmbench serves it and which floor it is held to."""
+    """One mechanism: how kvmbench serves it and which floor it is held to.
+
+    ``per_step``: the cost is per single-step (the floor's step count, the
+    same on both sides), not per counted hit."""
 
     name: str
     floor: str
@@ -39,6 +42,7 @@ class BenchCase:
     symbol: str
     needs: Feature
     arm: Callable[[Session], object]
+    per_step: bool = False
 
 
 @dataclass(frozen=True)
@@ -56,14 +60,22 @@ CASES = (
               lambda s: s.breakpoints.trace("bench_target", kind="hw")),
     BenchCase("software trap", "hlt-trap", "call", "bench_target", Feature.HLT_TRAP,
               lambda s: s.breakpoints.trace("bench_target", kind="sw")),
+    BenchCase("hw data slot (write watch)", "hw-watch", "write", "bench_var",
+              Feature.HW_WRITE_WATCH,
+              lambda s: s.watchpoints.add("bench_var", kind="hw", tracepoint=True)),
     BenchCase("page trap (write watch)", "page-trap", "write", "bench_var", Feature.READONLY_MEMSLOT,
-              lambda s: s.watchpoints.add("bench_var", tracepoint=True)),
-    BenchCase("single-step", "single-step", "call", "bench_target", Feature.SINGLE_STEP, lambda s: None),
+              lambda s: s.watchpoints.add("bench_var", kind="sw", tracepoint=True)),
+    BenchCase("single-step", "single-step", "call", "bench_target", Feature.SINGLE_STEP,
+              lambda s: None, per_step=True),
+    BenchCase("step-compare (read watch)", "single-step", "write", "bench_var",
+              Feature.SINGLE_STEP,
+              lambda s: s.watchpoints.add("bench_var", access="read", kind="sw", tracepoint=True),
+              per_step=True),
 )
 
 
 def _time_kvmbench(case: BenchCase, hits: int, caps: HostCapabilities) -> tuple[float, int, str]:
-    """(seconds, counted hits, mechanism) for one kvmbench run of ``case``."""
+    """(seconds, counted hits or steps, mechanism) for one kvmbench run of ``case``."""
     with kvmbench.open(GUEST, [case.mode, str(hits)], capabilities=caps) as session:
         request = case.arm(session)
         start = time.perf_counter()
@@ -82,21 +94,25 @@ def _time_kvmbench(case: BenchCase, hits: int, caps: HostCapabilities) -> tuple[
 
 def bench_case(case: BenchCase, floor_binary: Path, hits: int, repeat: int,
                caps: HostCapabilities) -> BenchRow:
-    address = kvmbench.open(GUEST, ["call", "1"], capabilities=caps)
+    probe = kvmbench.open(GUEST, ["call", "1"], capabilities=caps)
     try:
-        symbol_address = address.symbols.resolve(case.symbol)
+        symbol_address = probe.symbols.resolve(case.symbol)
     finally:
-        address.close()
+        probe.close()
     floor_times, ours = [], []
     counted = 0
     mechanism = ""
     for _ in range(repeat):
-        floor = run_floor(floor_binary, case.floor, hits, symbol_address)
+        floor = run_floor(floor_binary, case.floor, hits, symbol_address, mode=case.mode)
         floor_times.append(floor.per_hit_us)
         seconds, counted, mechanism = _time_kvmbench(case, hits, caps)
-        ours.append(seconds / counted * 1e6)
-        if case.floor != "single-step" and counted != hits:
+        if case.per_step:
+            if mechanism == "single-step" and counted != floor.hits:
+                raise KvmbenchError(f"{case.name}: {counted} steps, the floor took {floor.hits}")
+            counted = floor.hits  # the same code, so the same steps
+        elif counted != hits:
             raise KvmbenchError(f"{case.name}: counted {counted} hits of {hits}")
+        ours.append(seconds / counted * 1e6)
     floor_us, our_us = statistics.median(floor_times), statistics.median(ours)
     return BenchRow(case.name, counted, round(floor_us, 2), round(our_us, 2),
                     round(floor_us / our_us, 2), f"served by {mechanism}")
@@ -120,6 +136,7 @@ def run_bench(hits: int = 2000, repeat: int = 3, as_json: bool = False) -> int:
         return 0
     print(f"host: {caps.host}; guest {GUEST}, {hits} hits, median of {repeat} alternating runs")
     header = ("mechanism", "floor us/hit", "kvmbench us/hit", "ratio", "")
+    # step rows are per step; the floor of step-compare is plain single-step
     table = [(r.name, f"{r.floor_us:.1f}", f"{r.kvmbench_us:.1f}", f"{r.ratio:.2f}", r.note)
              for r in rows]
     widths = [max(len(h), *(len(t[i]) for t in table)) for i, h in enumerate(header)]
