@@ -111,3 +111,18 @@ def test_no_gcc_is_host_unsupported(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(HostUnsupported, match="gcc is needed to build the benchmark floor"):
         build_floor(tmp_path)
+
+
+def test_hw_watch_counts_every_store_where_the_host_delivers_it(
+    floor: Path, symbols: dict[str, int], caps
+) -> None:  # type: ignore[no-untyped-def]
+    from kvmbench.backends.capabilities import Feature
+
+    if caps.works(Feature.HW_WRITE_WATCH):
+        result = run_floor(floor, "hw-watch", N, symbols["bench_var"])
+        assert result.hits == N
+        _check_timing(result)
+    else:
+        # Where DR watchpoints never fire the floor must say so, not hang.
+        with pytest.raises(MechanismUnavailable, match="0 hits"):
+            run_floor(floor, "hw-watch", N, symbols["bench_var"])

@@ -99,3 +99,14 @@ def test_probe_from_scratch_finishes_within_ten_seconds(tmp_path) -> None:  # ty
     assert result.returncode == 0, result.stderr
     assert elapsed < 10, f"probe took {elapsed:.1f} s"
     assert list(tmp_path.glob("kvmbench/probe-*.json"))
+
+
+def test_bench_prints_a_ratio_for_every_mechanism_the_host_delivers() -> None:
+    result = kvmbench("bench", "--hits", "200", "--repeat", "1", "--json", timeout=300)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    rows = {row["name"]: row for row in data["rows"]}
+    assert {"hw execute slot", "software trap", "page trap (write watch)", "single-step"} <= set(rows)
+    for row in rows.values():
+        assert row["ratio"] == pytest.approx(row["floor_us"] / row["kvmbench_us"], rel=0.02)
+    assert all(": " in line for line in data["skipped"])  # each skip says why
