@@ -131,6 +131,8 @@ class Panel:
         """Stop refreshing, end the drawing process, close the widgets."""
         self.closed = True
         self.updater.close()
+        if self._plot_job is not None:
+            self._plot_job.cancel()
         if self._owns_renderer:
             self.renderer.close()
         self.widget.close()

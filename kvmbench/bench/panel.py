@@ -1,0 +1,129 @@
+"""What a live debugger panel costs a running guest.
+
+The same tracing run (``benchloop call N`` with a tracepoint on
+``bench_target``, every call a counted hit), run on a worker thread from an
+asyncio loop as the kernel runs it, alternately with a panel refreshing at
+its normal rate (tables, status, the chosen plot drawn in its child
+process) and without one. The slowdown is the median run time with the
+panel over the median without, minus one; the goal is under 5%.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+
+import kvmbench
+from kvmbench.backends.kvm.probe import probe_host
+from kvmbench.engine.model import StopReason
+from kvmbench.jupyter.commands import Workbench
+
+GUEST = "benchloop"
+TARGET = "bench_target"
+
+
+@dataclass(frozen=True)
+class PanelBench:
+    calls: int
+    plot: str
+    without_s: list[float] = field(default_factory=list)
+    with_s: list[float] = field(default_factory=list)
+    refreshes_per_s: float = 0.0
+    refresh_ms: float = 0.0
+
+    @property
+    def slowdown_pct(self) -> float:
+        return (statistics.median(self.with_s) / statistics.median(self.without_s) - 1) * 100
+
+    def describe(self) -> str:
+        per_hit = statistics.median(self.without_s) / self.calls * 1e6
+        return (f"panel refresh cost ({self.plot} plot, {self.calls} traced calls, {per_hit:.1f} us/hit): "
+                f"slowdown {self.slowdown_pct:+.1f}% (target < 5%); panel refreshed "
+                f"{self.refreshes_per_s:.1f}/s at {self.refresh_ms:.2f} ms of loop time each; "
+                f"runs without {', '.join(f'{t:.2f}' for t in self.without_s)} s, "
+                f"with {', '.join(f'{t:.2f}' for t in self.with_s)} s")
+
+    def as_dict(self) -> dict[str, object]:
+        return {**asdict(self), "slowdown_pct": self.slowdown_pct}
+
+
+def run_panel_bench(calls: int = 20_000, rounds: int = 5, plot: str = "per-request") -> PanelBench:
+    """Alternate ``rounds`` runs with and without a live panel; ``plot`` is
+    the plot the panel shows (``per-request``, ``over-time``, ``callers``)."""
+    from kvmbench.jupyter.widgets import Panel, PlotRenderer
+
+    caps = probe_host()
+    loop = asyncio.new_event_loop()
+    renderer = PlotRenderer()
+    without: list[float] = []
+    with_panel: list[float] = []
+    refreshes = 0
+    refresh_seconds = 0.0
+    try:
+        # Round -1 warms caches (symbols, the drawing child) and is not counted.
+        for round_ in range(-1, rounds):
+            order = (False, True) if round_ % 2 == 0 else (True, False)
+            for live in order:
+                workbench = Workbench()
+                workbench.session = kvmbench.open(GUEST, ["call", str(calls)], capabilities=caps)
+                workbench.session.breakpoints.trace(TARGET)
+                panel = None
+                if live:
+                    panel = Panel(workbench, loop=loop, renderer=renderer)
+                    panel.plot_kind.value = plot
+                    if plot == "callers":
+                        panel.plot_request.value = 1
+                seconds = loop.run_until_complete(_timed_run(workbench, panel))
+                stop = workbench.session.last_stop
+                assert stop is not None and stop.reason is StopReason.EXITED, stop
+                assert workbench.session.breakpoints[1].hit_count == calls
+                if panel is not None and round_ >= 0:
+                    refreshes += panel.updater.refreshes
+                    refresh_seconds += panel.updater.refresh_seconds
+                if panel is not None:
+                    panel.close()
+                    loop.run_until_complete(asyncio.sleep(0.05))  # let the updater task end
+                if round_ >= 0:
+                    (with_panel if live else without).append(seconds)
+                workbench.close()
+    finally:
+        renderer.close()
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.close()
+    return PanelBench(calls, plot, without, with_panel,
+                      refreshes_per_s=refreshes / sum(with_panel),
+                      refresh_ms=refresh_seconds / max(refreshes, 1) * 1e3)
+
+
+async def _timed_run(workbench: Workbench, panel: object | None) -> float:
+    started = time.perf_counter()
+    if panel is not None:
+        panel.buttons["Continue"].click()  # type: ignore[attr-defined]
+        await panel.run_task  # type: ignore[attr-defined]
+    else:
+        await asyncio.to_thread(workbench.run, "continue", "")
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m kvmbench.bench.panel", description=__doc__)
+    parser.add_argument("--calls", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--plot", default="per-request", choices=("per-request", "over-time", "callers"))
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    result = run_panel_bench(args.calls, args.rounds, args.plot)
+    print(json.dumps(result.as_dict(), indent=1) if args.json else result.describe())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
