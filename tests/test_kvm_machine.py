@@ -301,3 +301,20 @@ def test_running_a_closed_machine_is_a_clear_error() -> None:
     m.close()
     with pytest.raises(SessionStateError, match="closed"):
         m.run()
+
+
+def test_step_counts_single_steps_and_stops_at_a_listed_address() -> None:
+    from kvmbench.symbols import load_symbols
+
+    target = load_symbols(guest_path("probe")).get_by_name("probe_target")
+    assert target is not None
+    m = boot("probe", "exec")
+    try:
+        m.set_guest_debug(abi.KVM_GUESTDBG_ENABLE | abi.KVM_GUESTDBG_SINGLESTEP)
+        steps, event = m.step(1 << 30, {target.address})
+        assert event is None and m.regs.rip == target.address
+        assert steps > 10 and m.last_step_dr6 & (1 << 14)
+        steps, event = m.step(3)
+        assert (steps, event) == (3, None)
+    finally:
+        m.close()

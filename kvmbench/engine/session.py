@@ -787,40 +787,39 @@ class Session:
             machine.hold_interrupts = False
 
     def _step_many(self, count: int) -> Stop:
-        """``count`` single-steps. Where no request is armed at the pc and no
-        watch compares, a step costs one KVM_RUN: the step setup stays."""
+        """``count`` single-steps. Between addresses where a request is armed
+        the machine steps on its own (one KVM_RUN a step); at those addresses
+        and with compare-watches each step goes through :meth:`_single_step`."""
         machine = self.machine
         armed = self._armed
         done = 0
         dr6 = 0
         stop: Stop | None = None
-        configured = False
         try:
             while done < count:
                 if machine.regs.rip in armed or self._stepping_watches():
                     stop = self._single_step()  # lifts traps, masks slots, compares
-                    configured = False
                     done += 1
                     if stop.reason is not StopReason.STEP:
                         break
                     dr6 = int(stop.extra.get("dr6", 0))  # type: ignore[call-overload]
                     stop = None
                     continue
-                if not configured:
-                    machine.hold_interrupts = True
-                    self._apply_debug(stepping=True)
-                    configured = True
-                event = machine.run()
-                if type(event) is Debug and event.dr6 & _DR6_BS:
-                    done += 1
-                    dr6 = event.dr6
-                elif type(event) is Hlt:
+                machine.hold_interrupts = True
+                self._apply_debug(stepping=True)
+                stepped, event = machine.step(count - done, armed)
+                done += stepped
+                if stepped:
+                    dr6 = machine.last_step_dr6
+                if event is None:
+                    continue
+                if type(event) is Hlt:
                     done += 1  # the guest's own hlt was the stepped instruction
-                else:
-                    stop = self._on_event(event, stepping=True)
-                    if stop is not None and stop.reason is not StopReason.STEP:
-                        break
-                    stop = None
+                    continue
+                stop = self._on_event(event, stepping=True)
+                if stop is not None and stop.reason is not StopReason.STEP:
+                    break
+                stop = None
         finally:
             machine.hold_interrupts = False
         if stop is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ctypes
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +74,9 @@ class Int3Undelivered:
 MachineEvent = Debug | Hlt | Mmio | Paused | GuestExited | Int3Undelivered
 _PAUSED = Paused()
 _HLT = Hlt()
+# DR6 (SDM vol. 3, 18.2.3): a plain single-step sets BS and no Bn.
+_DR6_BS = 1 << 14
+_DR6_STEP_OR_SLOT = _DR6_BS | 0xF
 
 
 class _Timer(threading.Thread):
@@ -113,6 +116,8 @@ class Machine:
         #: The guest's registers, valid whenever the guest is not running.
         self.regs: abi.kvm_regs = self._run_page.s.regs.regs
         self.exit_code: int | None = None
+        #: DR6 of the last plain single-step :meth:`step` took.
+        self.last_step_dr6 = 0
         #: While True no timer interrupt is injected (the engine is stepping).
         self.hold_interrupts = False
         self._tick_due = False
@@ -266,12 +271,30 @@ class Machine:
 
     def run(self) -> MachineEvent:
         """Run until an event the debugger must see; device exits are served here."""
+        event = self._run(0, ())[1]
+        assert event is not None
+        return event
+
+    def step(self, count: int, stop_at: Container[int] = ()) -> tuple[int, MachineEvent | None]:
+        """Up to ``count`` single-steps (KVM_GUESTDBG_SINGLESTEP must be set)
+        without returning per step: a step costs one KVM_RUN.
+
+        Returns (steps done, None) after ``count`` steps or when rip reaches
+        an address in ``stop_at``; (steps done, event) for any other event,
+        e.g. a debug exit that is not a plain single-step. The DR6 of the
+        last step is in :attr:`last_step_dr6`.
+        """
+        return self._run(count, stop_at)
+
+    def _run(self, steps: int, stop_at: Container[int]) -> tuple[int, MachineEvent | None]:
         if self.exit_code is not None:
             raise SessionStateError(f"the guest has exited (code {self.exit_code})")
         if self.vcpu.fd < 0:
             raise SessionStateError("the machine is closed")
         run = self._run_page
+        regs = self.regs
         vcpu_run, check_run = self._vcpu_runner, self.vcpu.check_run
+        done = 0
         self._vcpu_thread = threading.get_ident()
         try:
             while True:
@@ -283,18 +306,24 @@ class Machine:
                 reason = KVM_EXIT_INTR if check_run(vcpu_run()) < 0 else run.exit_reason
                 if reason == KVM_EXIT_DEBUG:
                     d = self._debug_exit
-                    return Debug(d.exception, d.pc, d.dr6, d.dr7)
+                    if steps and d.dr6 & _DR6_STEP_OR_SLOT == _DR6_BS:
+                        done += 1
+                        self.last_step_dr6 = d.dr6
+                        if done >= steps or regs.rip in stop_at:
+                            return done, None
+                        continue
+                    return done, Debug(d.exception, d.pc, d.dr6, d.dr7)
                 if reason == KVM_EXIT_HLT:
-                    return _HLT  # a software trap's hit, or the guest's own hlt
+                    return done, _HLT  # a software trap's hit, or the guest's own hlt
                 if reason == KVM_EXIT_MMIO and self._mmio_exit.is_write:
                     # A store to a read-only page: the page-trap hot path.
                     m = self._mmio_exit
                     if self.memory.contains(m.phys_addr, m.len):
-                        return Mmio(m.phys_addr, m.len, True, bytes(m.data)[: m.len])
+                        return done, Mmio(m.phys_addr, m.len, True, bytes(m.data)[: m.len])
                 if reason == KVM_EXIT_IO:
                     event = self._serve_io()
                     if event is not None:
-                        return event
+                        return done, event
                 elif reason == KVM_EXIT_INTR:
                     # Clear before looking at the flag, so a pause that lands
                     # after the look still ends the next KVM_RUN.
@@ -302,11 +331,11 @@ class Machine:
                     if self._pause_requested:
                         self._pause_requested = False
                         self.console.flush()
-                        return _PAUSED
+                        return done, _PAUSED
                 elif reason == KVM_EXIT_IRQ_WINDOW_OPEN:
                     run.request_interrupt_window = 0
                 else:
-                    return self._other_exit()
+                    return done, self._other_exit()
         finally:
             self._vcpu_thread = None
 
