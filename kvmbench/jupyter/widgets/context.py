@@ -21,6 +21,7 @@ if t.TYPE_CHECKING:
     from kvmbench.jupyter.widgets.panel import Panel
 
 MEMORY_BYTES = 64
+BACKTRACE_FRAMES = 10
 _MONO = "font-family:monospace;font-size:12px"
 _CHANGED = "color:#c00;font-weight:bold"
 
@@ -83,7 +84,7 @@ class ContextView:
         cells = [f"<td>{name}</td><td class='{'kvmbench-changed' if name in changed else ''}' "
                  f"style='{_CHANGED if name in changed else ''}'>{value:#018x}</td>"
                  for name, value in shown.items()]
-        rows = ["<tr>" + "".join(cells[i:i + 3]) + "</tr>" for i in range(0, len(cells), 3)]
+        rows = ["<tr>" + "".join(cells[i:i + 2]) + "</tr>" for i in range(0, len(cells), 2)]
         self.registers.value = f"<table class='kvmbench-registers' style='{_MONO}'>{''.join(rows)}</table>"
 
     def _show_disassembly(self, session: Session) -> None:
@@ -136,9 +137,9 @@ class ContextView:
         before = self._memory[1] if compare and self._memory and self._memory[0] == address else None
         self._memory = (address, data)
         lines = []
-        for offset in range(0, len(data), 16):
+        for offset in range(0, len(data), 8):
             cells = []
-            for i in range(offset, min(offset + 16, len(data))):
+            for i in range(offset, min(offset + 8, len(data))):
                 byte = f"{data[i]:02x}"
                 if before is not None and before[i] != data[i]:
                     byte = f"<span class='kvmbench-changed' style='{_CHANGED}'>{byte}</span>"
@@ -150,6 +151,8 @@ class ContextView:
         wb = self.panel.workbench
         try:
             lines = [f"#{n:<2} {pc:#x} in {html.escape(wb.describe_address(pc))}" for n, pc in iter_frames(wb)]
+            if len(lines) > BACKTRACE_FRAMES:
+                lines[BACKTRACE_FRAMES - 1:] = [f"... {len(lines) - BACKTRACE_FRAMES + 1} more frames (bt shows all)"]
         except KvmbenchError as error:
             lines = [html.escape(str(error))]
         self.backtrace.value = f"<pre class='kvmbench-backtrace' style='{_MONO};margin:0'>{chr(10).join(lines)}</pre>"

@@ -42,7 +42,7 @@ RUN_BUTTONS = {
 #: Minimum seconds between two drawings of a plot while the guest runs; the
 #: callers and writers plots scan the hit log's ring, so they are drawn less.
 PLOT_PERIOD = {"per-request": 0.5, "over-time": 0.5, "callers": 1.0, "writers": 1.0}
-PLOT_KINDS = (("hits per request", "per-request"), ("hits over time", "over-time"),
+PLOT_KINDS = (("per request", "per-request"), ("over time", "over-time"),
               ("callers", "callers"), ("writers", "writers"))
 SAMPLES = 240  # over-time samples kept while running (a minute at 4 Hz)
 
@@ -109,8 +109,8 @@ class Panel:
             w.HBox([
                 w.VBox([self.breakpoints.widget, self.watchpoints.widget,
                         w.HTML("<b>Hit plots</b>"), self.plot_kind, self.plot_request, self.plot_image],
-                       layout=w.Layout(width="62%")),
-                w.VBox([self.context.widget], layout=w.Layout(width="38%", padding="0 0 0 12px")),
+                       layout=w.Layout(width="58%")),
+                w.VBox([self.context.widget], layout=w.Layout(width="42%", padding="0 0 0 12px")),
             ]),
         ])
         self.widget.add_class("kvmbench-panel")
@@ -278,7 +278,7 @@ class Panel:
             except KvmbenchError:
                 headline = stop.describe()
             where = ""
-            if stop.pc is not None and stop.alive:
+            if stop.pc is not None and stop.alive and f"{stop.pc:#x}" not in headline:
                 where = f" at {stop.pc:#x} &lt;{html.escape(session.symbols.format_address(stop.pc))}&gt;"
             text += f" — <span class='kvmbench-stop-reason'>{html.escape(headline)}</span>{where}"
         text += f" — <span class='kvmbench-total-hits'>{total} hits logged</span>"

@@ -69,15 +69,15 @@ class BreakpointTable:
     def __init__(self, panel: "Panel") -> None:
         self.panel = panel
         self.location = w.Combobox(placeholder="symbol or address", ensure_option=False,
-                                   layout=w.Layout(width="16em"))
+                                   layout=w.Layout(width="12em"))
         self.kind = w.Dropdown(options=["auto", "hw", "sw"], value="auto", layout=w.Layout(width="6em"))
-        self.condition = w.Text(placeholder="condition, e.g. $rdi == 3", layout=w.Layout(width="16em"))
-        self.trace = w.Checkbox(value=False, description="trace (count only)", indent=False,
-                                layout=w.Layout(width="11em"))
-        self.add_button = w.Button(description="Add breakpoint", icon="plus", layout=w.Layout(width="10em"))
+        self.condition = w.Text(placeholder="condition, e.g. $rdi == 3", layout=w.Layout(width="13em"))
+        self.trace = w.Checkbox(value=False, description="trace", indent=False,
+                                tooltip="count hits without stopping", layout=w.Layout(width="5em"))
+        self.add_button = w.Button(description="Add breakpoint", icon="plus", layout=w.Layout(width="12em"))
         self.add_button.on_click(lambda _: self.panel.attempt(self.add))
         self.grid = w.GridBox(layout=w.Layout(
-            grid_template_columns="2.5em 9em 7em 5em 2.5em 12em 5em 9em 3em", grid_gap="0 6px"))
+            grid_template_columns="2em 8em 6.5em 6.5em 2em 8em 4.5em 7em 3em", grid_gap="0 6px"))
         self.slots = w.HTML()
         self.widget = w.VBox([
             w.HTML("<b>Breakpoints</b>"),
@@ -141,7 +141,7 @@ class BreakpointTable:
         number = bp.number
         enabled = w.Checkbox(value=bp.enabled, indent=False, layout=w.Layout(width="2em"))
         condition = w.Text(value=bp.condition if isinstance(bp.condition, str) else "",
-                           continuous_update=False, placeholder="always", layout=w.Layout(width="12em"))
+                           continuous_update=False, placeholder="always", layout=w.Layout(width="8em"))
         delete = w.Button(icon="trash", tooltip=f"delete breakpoint {number}", layout=w.Layout(width="3em"))
         kind = bp.kind.value + (" trace" if bp.tracepoint else "") + (" temp" if bp.temporary else "")
 
@@ -190,10 +190,10 @@ class WatchTable:
         self.length = w.Text(placeholder="length", layout=w.Layout(width="6em"))
         self.access = w.Dropdown(options=["write", "read", "access"], value="write",
                                  layout=w.Layout(width="7em"))
-        self.add_button = w.Button(description="Add watchpoint", icon="eye", layout=w.Layout(width="10em"))
+        self.add_button = w.Button(description="Add watchpoint", icon="eye", layout=w.Layout(width="12em"))
         self.add_button.on_click(lambda _: self.panel.attempt(self.add))
         self.grid = w.GridBox(layout=w.Layout(
-            grid_template_columns="2.5em 9em 7em 3em 5em 8em 5em 10em 10em 3em", grid_gap="0 6px"))
+            grid_template_columns="2em 7em 6.5em 3em 4em 6em 4em 8em 8em 3em", grid_gap="0 6px"))
         self.widget = w.VBox([
             w.HTML("<b>Watchpoints</b>"),
             w.HBox([self.location, self.length, self.access, self.add_button]),
