@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import builtins
 from collections.abc import Callable, Sequence
 from pathlib import Path
 

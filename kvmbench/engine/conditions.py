@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kvmbench.engine.model import Condition
-from kvmbench.errors import ConditionError
+from kvmbench.engine.views import Registers
+from kvmbench.errors import ConditionError, UsageError
+
+if TYPE_CHECKING:
+    from kvmbench.engine.session import Session
 
 _DOLLAR = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -53,3 +57,30 @@ class CompiledCondition:
             raise ConditionError(
                 f"condition {self.source!r} raised {type(e).__name__}: {e}"
             ) from None
+
+
+class ConditionNames(dict[str, object]):
+    """Lazy names for condition expressions: registers, globals, readers."""
+
+    def __init__(self, session: Session) -> None:
+        super().__init__()
+        self._session = session
+        mem = session._mem
+        self.update(
+            u8=lambda a: mem.read_int(a, 1), u16=lambda a: mem.read_int(a, 2),
+            u32=lambda a: mem.read_int(a, 4), u64=lambda a: mem.read_int(a, 8),
+            i32=lambda a: mem.read_int(a, 4, signed=True),
+            i64=lambda a: mem.read_int(a, 8, signed=True),
+        )
+
+    def __missing__(self, name: str) -> object:
+        session = self._session
+        try:
+            return getattr(session.machine.regs, Registers.canonical(name))
+        except UsageError:
+            pass
+        symbol = session.symbols.get_by_name(name)
+        if symbol is None:
+            raise NameError(f"name {name!r} is neither a register nor a symbol")
+        size = symbol.size if symbol.size in (1, 2, 4, 8) else 8
+        return session._mem.read_int(symbol.address, size)

@@ -110,6 +110,15 @@ class Watchpoint:
         return f"watchpoint {self.number} ({self.location})"
 
 
+class RunState(enum.Enum):
+    """Where a session's guest is: stopped (inspectable), running, or gone."""
+
+    STOPPED = "stopped"
+    RUNNING = "running"
+    EXITED = "exited"
+    CRASHED = "crashed"
+
+
 # --- stops ---------------------------------------------------------------------
 
 

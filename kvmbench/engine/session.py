@@ -9,7 +9,6 @@ values. Run control (``cont``, ``stepi``...) blocks the calling thread;
 
 from __future__ import annotations
 
-import enum
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from kvmbench.backends.kvm.machine import (
     MachineEvent,
     Paused,
 )
-from kvmbench.engine.conditions import CompiledCondition
+from kvmbench.engine.conditions import CompiledCondition, ConditionNames
 from kvmbench.engine.hitlog import HitLog
 from kvmbench.engine.model import (
     Access,
@@ -36,12 +35,14 @@ from kvmbench.engine.model import (
     Condition,
     Kind,
     Mechanism,
+    RunState,
     Stop,
     StopReason,
     Watchpoint,
 )
 from kvmbench.engine.patches import PatchTable
 from kvmbench.engine.planner import plan_breakpoint, plan_watchpoint
+from kvmbench.engine.requests import Breakpoints, RequestNumbers, Watchpoints
 from kvmbench.engine.slots import SlotTable
 from kvmbench.engine.views import Memory, Registers
 from kvmbench.errors import (
@@ -65,13 +66,6 @@ _DR6_SLOTS = Dr6.B0 | Dr6.B1 | Dr6.B2 | Dr6.B3
 _DR6_BS = int(Dr6.BS)  # a plain int: IntFlag arithmetic costs a microsecond a step
 
 
-class RunState(enum.Enum):
-    STOPPED = "stopped"
-    RUNNING = "running"
-    EXITED = "exited"
-    CRASHED = "crashed"
-
-
 @dataclass
 class _Internal:
     """A breakpoint run control sets for itself (finish, until, nexti)."""
@@ -80,145 +74,6 @@ class _Internal:
     reason: StopReason
     #: True when the hit is in the frame run control waits for.
     in_frame: Callable[[], bool]
-
-
-class _Requests:
-    """Numbering shared by breakpoints and watchpoints, as gdb does."""
-
-    def __init__(self) -> None:
-        self.next_number = 1
-
-    def take(self) -> int:
-        number = self.next_number
-        self.next_number += 1
-        return number
-
-
-class Breakpoints:
-    """``session.breakpoints``: add, delete, enable, disable, iterate."""
-
-    def __init__(self, session: "Session") -> None:
-        self._session = session
-        self._by_number: dict[int, Breakpoint] = {}
-
-    def add(
-        self,
-        location: str | int,
-        *,
-        kind: Kind | str = Kind.AUTO,
-        condition: Condition = None,
-        ignore_count: int = 0,
-        temporary: bool = False,
-        tracepoint: bool = False,
-        enabled: bool = True,
-    ) -> Breakpoint:
-        """A breakpoint at a symbol, ``symbol+offset``, ``file.c:line`` or address.
-
-        Symbols break at their first instruction (gdb's ``break *fib``), so a
-        tracepoint counts every call and sees the caller's return address.
-        """
-        return self._session._add_breakpoint(
-            location, _kind(kind), condition, ignore_count, temporary, tracepoint, enabled
-        )
-
-    def trace(self, location: str | int, **options: object) -> Breakpoint:
-        """A tracepoint: counts hits and never stops."""
-        return self.add(location, tracepoint=True, **options)  # type: ignore[arg-type]
-
-    def delete(self, number: int) -> None:
-        self._session._delete_breakpoint(self[number])
-
-    def enable(self, number: int) -> None:
-        self._session._set_enabled(self[number], True)
-
-    def disable(self, number: int) -> None:
-        self._session._set_enabled(self[number], False)
-
-    def set_condition(self, number: int, condition: Condition) -> None:
-        bp = self[number]
-        self._session._conditions[bp.number] = (
-            CompiledCondition(condition) if condition is not None else None
-        )
-        bp.condition = condition
-
-    def set_ignore_count(self, number: int, count: int) -> None:
-        if count < 0:
-            raise UsageError("ignore count must not be negative")
-        self[number].ignore_count = count
-
-    def __getitem__(self, number: int) -> Breakpoint:
-        bp = self._by_number.get(number)
-        if bp is None:
-            raise UsageError(f"no breakpoint number {number}")
-        return bp
-
-    def get(self, number: int) -> Breakpoint | None:
-        return self._by_number.get(number)
-
-    def __iter__(self) -> Iterator[Breakpoint]:
-        return iter(sorted(self._by_number.values(), key=lambda b: b.number))
-
-    def __len__(self) -> int:
-        return len(self._by_number)
-
-    def __contains__(self, number: object) -> bool:
-        return number in self._by_number
-
-
-class Watchpoints:
-    """``session.watchpoints``: add, delete, enable, disable, iterate."""
-
-    def __init__(self, session: "Session") -> None:
-        self._session = session
-        self._by_number: dict[int, Watchpoint] = {}
-
-    def add(
-        self,
-        location: str | int,
-        length: int | None = None,
-        *,
-        access: Access | str = Access.WRITE,
-        kind: Kind | str = Kind.AUTO,
-        condition: Condition = None,
-        ignore_count: int = 0,
-        tracepoint: bool = False,
-    ) -> Watchpoint:
-        """Watch ``length`` bytes (default: the symbol's size, else 8)."""
-        return self._session._add_watchpoint(
-            location, length, _access(access), _kind(kind), condition, ignore_count, tracepoint
-        )
-
-    def delete(self, number: int) -> None:
-        self._session._delete_watchpoint(self[number])
-
-    def __getitem__(self, number: int) -> Watchpoint:
-        wp = self._by_number.get(number)
-        if wp is None:
-            raise UsageError(f"no watchpoint number {number}")
-        return wp
-
-    def get(self, number: int) -> Watchpoint | None:
-        return self._by_number.get(number)
-
-    def __iter__(self) -> Iterator[Watchpoint]:
-        return iter(sorted(self._by_number.values(), key=lambda w: w.number))
-
-    def __len__(self) -> int:
-        return len(self._by_number)
-
-
-def _kind(kind: Kind | str) -> Kind:
-    try:
-        return kind if isinstance(kind, Kind) else Kind(kind.lower())
-    except ValueError:
-        raise UsageError(f"breakpoint kind must be auto, hw or sw, not {kind!r}") from None
-
-
-def _access(access: Access | str) -> Access:
-    try:
-        return access if isinstance(access, Access) else Access(access.lower())
-    except ValueError:
-        raise UsageError(f"watch access must be write, read or access, not {access!r}") from None
 
 
 class Session:
@@ -251,7 +106,7 @@ class Session:
         self._armed_generation = 0
         self._debug_key: tuple[object, ...] | None = None
         self._debug_config: tuple[int, tuple[int, ...], bool] = (0, (0,) * 8, False)
-        self._numbers = _Requests()
+        self._numbers = RequestNumbers()
         self._patches = PatchTable(machine.memory)
         self._slots = SlotTable(X86_64)
         self._conditions: dict[int, CompiledCondition | None] = {}
@@ -1082,7 +937,7 @@ class Session:
         condition = self._conditions.get(number)
         if condition is None:
             return True
-        return condition.evaluate(self, _ConditionNames(self))
+        return condition.evaluate(self, ConditionNames(self))
 
     # Watch hits.
 
@@ -1220,30 +1075,3 @@ class _DecodeRegisters(Mapping[str, int]):
 
     def __len__(self) -> int:
         return 0
-
-
-class _ConditionNames(dict[str, object]):
-    """Lazy names for condition expressions: registers, globals, readers."""
-
-    def __init__(self, session: Session) -> None:
-        super().__init__()
-        self._session = session
-        mem = session._mem
-        self.update(
-            u8=lambda a: mem.read_int(a, 1), u16=lambda a: mem.read_int(a, 2),
-            u32=lambda a: mem.read_int(a, 4), u64=lambda a: mem.read_int(a, 8),
-            i32=lambda a: mem.read_int(a, 4, signed=True),
-            i64=lambda a: mem.read_int(a, 8, signed=True),
-        )
-
-    def __missing__(self, name: str) -> object:
-        session = self._session
-        try:
-            return getattr(session.machine.regs, Registers.canonical(name))
-        except UsageError:
-            pass
-        symbol = session.symbols.get_by_name(name)
-        if symbol is None:
-            raise NameError(f"name {name!r} is neither a register nor a symbol")
-        size = symbol.size if symbol.size in (1, 2, 4, 8) else 8
-        return session._mem.read_int(symbol.address, size)
