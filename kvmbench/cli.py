@@ -117,6 +117,8 @@ def cmd_lab(args: argparse.Namespace) -> int:
     subprocess.run([sys.executable, "-m", "kvmbench.jupyter.install", "--sys-prefix"], check=True)
     argv = [sys.executable, "-m", "jupyter", "lab", f"--notebook-dir={notebooks}",
             "--ServerApp.ip=127.0.0.1", *args.jupyter_args]
+    if os.geteuid() == 0:
+        argv.append("--allow-root")  # /dev/kvm often needs root; Jupyter refuses it otherwise
     os.execv(sys.executable, argv)
     return 0  # not reached
 
