@@ -108,7 +108,13 @@ def _print_writes(session, wp) -> None:  # type: ignore[no-untyped-def]
 def cmd_bench(args: argparse.Namespace) -> int:
     from kvmbench.bench.runner import run_bench
 
-    return run_bench(hits=args.hits, repeat=args.repeat, as_json=args.json)
+    status = run_bench(hits=args.hits, repeat=args.repeat, as_json=args.json)
+    if args.panel:
+        from kvmbench.bench.panel import run_panel_bench
+
+        result = run_panel_bench()
+        print(json.dumps(result.as_dict()) if args.json else result.describe())
+    return status
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
@@ -149,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hits", type=int, default=2000)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--panel", action="store_true",
+                   help="also measure what a live debugger panel costs a running guest")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("lab", help="open JupyterLab on the notebooks with the kvmbench kernel")

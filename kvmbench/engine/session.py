@@ -520,6 +520,7 @@ class Session:
             return stop
         self._apply_debug(stepping=False)
         armed = self._armed
+        applied = self._armed_generation
         while True:
             stop = self._on_event(self._run_guest())
             if stop is not None:
@@ -528,7 +529,10 @@ class Session:
                 stop = self._step_off_trap()
                 if stop is not None:
                     return stop
-            self._apply_debug(stepping=False)
+                applied = -1  # stepping off may have left the step setup in place
+            if applied != self._armed_generation:
+                self._apply_debug(stepping=False)
+                applied = self._armed_generation
 
     def _run_to(self, address: int, reason: StopReason, in_frame: Callable[[], bool]) -> Stop:
         """Continue with an internal breakpoint at ``address``."""
