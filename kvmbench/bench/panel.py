@@ -35,7 +35,11 @@ class PanelBench:
 
     @property
     def slowdown_pct(self) -> float:
-        return (statistics.median(self.with_s) / statistics.median(self.without_s) - 1) * 100
+        """Median over rounds of (with / without - 1). Each round runs both
+        back to back, so drift in the shared machine's speed cancels within
+        a pair instead of landing on whichever side ran slower."""
+        pairs = [w / wo for w, wo in zip(self.with_s, self.without_s)]
+        return (statistics.median(pairs) - 1) * 100
 
     def describe(self) -> str:
         per_hit = statistics.median(self.without_s) / self.calls * 1e6
@@ -49,7 +53,7 @@ class PanelBench:
         return {**asdict(self), "slowdown_pct": self.slowdown_pct}
 
 
-def run_panel_bench(calls: int = 20_000, rounds: int = 5, plot: str = "per-request") -> PanelBench:
+def run_panel_bench(calls: int = 20_000, rounds: int = 7, plot: str = "per-request") -> PanelBench:
     """Alternate ``rounds`` runs with and without a live panel; ``plot`` is
     the plot the panel shows (``per-request``, ``over-time``, ``callers``)."""
     from kvmbench.jupyter.widgets import Panel, PlotRenderer
