@@ -5,6 +5,7 @@ formats it."""
 
 from __future__ import annotations
 
+import abc
 import html
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,8 +35,22 @@ class DisasmLine:
     breakpoint: bool = False
 
 
-@dataclass(frozen=True)
-class StopView:
+class _PlainText(abc.ABC):
+    """Terminal clients (and ``repr``) get :meth:`text`; notebooks get HTML."""
+
+    @abc.abstractmethod
+    def text(self) -> str:
+        """The plain-text rendering."""
+
+    def __repr__(self) -> str:
+        return self.text()
+
+    def _repr_pretty_(self, p: object, cycle: bool) -> None:
+        p.text(self.text())  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, repr=False)
+class StopView(_PlainText):
     """Everything a stop card shows, gathered by the command layer."""
 
     stop: Stop
@@ -73,12 +88,6 @@ class StopView:
                 lines.append("  " + "  ".join(cells[i:i + 3]))
         return "\n".join(lines)
 
-    def __repr__(self) -> str:
-        return self.text()
-
-    def _repr_pretty_(self, p: object, cycle: bool) -> None:
-        p.text(self.text())  # type: ignore[attr-defined]
-
     def _repr_html_(self) -> str:
         colour = _REASON_COLOUR.get(self.stop.reason, "#333")
         parts = [f'<div class="kvmbench-stop" style="{_CSS_CARD}">',
@@ -111,8 +120,8 @@ class StopView:
         return "".join(parts)
 
 
-@dataclass(frozen=True)
-class Table:
+@dataclass(frozen=True, repr=False)
+class Table(_PlainText):
     """A titled table (info breakpoints, info registers, the probe table...)."""
 
     headers: Sequence[str]
@@ -132,12 +141,6 @@ class Table:
             lines.append(self.footer)
         return "\n".join(lines)
 
-    def __repr__(self) -> str:
-        return self.text()
-
-    def _repr_pretty_(self, p: object, cycle: bool) -> None:
-        p.text(self.text())  # type: ignore[attr-defined]
-
     def _repr_html_(self) -> str:
         head = "".join(f"<th style='text-align:left'>{html.escape(str(h))}</th>" for h in self.headers)
         body = "".join(
@@ -150,17 +153,14 @@ class Table:
                 f"<tr>{head}</tr>{body}</table>{empty}{footer}</div>")
 
 
-@dataclass(frozen=True)
-class Text:
+@dataclass(frozen=True, repr=False)
+class Text(_PlainText):
     """Preformatted text (x, disas, bt, p): monospace in HTML too."""
 
     body: str
 
-    def __repr__(self) -> str:
+    def text(self) -> str:
         return self.body
-
-    def _repr_pretty_(self, p: object, cycle: bool) -> None:
-        p.text(self.body)  # type: ignore[attr-defined]
 
     def _repr_html_(self) -> str:
         return f"<pre class='kvmbench-text' style='margin:0'>{html.escape(self.body)}</pre>"
