@@ -172,3 +172,21 @@ def test_delete_and_close_restore_guest_code(open_guest, skip_unless) -> None:
     s.machine.close = close_after_looking  # type: ignore[method-assign]
     s.close()
     assert seen == [original]
+
+
+def test_an_unmapped_address_points_to_hbreak(open_guest) -> None:
+    s = open_guest("fib", [5])
+    with pytest.raises(BreakpointError, match="hbreak"):
+        s.breakpoints.add(0x7F0000000000, kind="sw")
+
+
+def test_a_hardware_breakpoint_may_wait_on_a_page_not_mapped_yet(open_guest, skip_unless) -> None:
+    # A DR slot matches the linear address, so code mapped later (a module a
+    # kernel loads) can be broken on now; no byte of memory is touched.
+    skip_unless(Feature.HW_EXECUTE)
+    s = open_guest("fib", [5])
+    before = _memory(s)
+    bp = s.breakpoints.add(0x7F0000000000, kind="hw")
+    assert bp.served_by.startswith("DR")
+    assert _memory(s) == before
+    assert s.cont().exit_code == 0 and bp.hit_count == 0

@@ -169,11 +169,18 @@ class Session:
             raise UsageError("empty location")
         return text, self.symbols.resolve(text)
 
-    def _check_code_address(self, address: int) -> None:
+    def _check_code_address(self, address: int, kind: Kind = Kind.AUTO) -> None:
+        """Refuse code addresses no mechanism can serve. A hardware slot
+        matches linear addresses, so ``hw`` may wait on a page that is not
+        mapped yet (code a kernel loads later); a software trap cannot."""
         try:
             physical = self.machine.translate(address)
         except GuestMemoryError as e:
-            raise BreakpointError(f"cannot break at {address:#x}: {e}") from None
+            if kind is Kind.HW:
+                return
+            raise BreakpointError(
+                f"cannot break at {address:#x}: {e} (a hardware breakpoint can wait for it: hbreak)"
+            ) from None
         if not self.machine.memory.contains(physical):
             raise BreakpointError(f"cannot break at {address:#x}: outside guest memory")
 
@@ -189,7 +196,7 @@ class Session:
     ) -> Breakpoint:
         self._require_stopped()
         text, address = self._resolve(location)
-        self._check_code_address(address)
+        self._check_code_address(address, kind)
         if ignore_count < 0:
             raise UsageError("ignore count must not be negative")
         compiled = CompiledCondition(condition) if condition is not None else None
