@@ -19,7 +19,7 @@ def _guest(wb: Workbench, args: str) -> object:
         raise UsageError("usage: guest NAME [ARGS...]; bundled guests: " + ", ".join(kvmbench.GUEST_NAMES))
     if wb.session is not None:
         wb.close()
-    wb.session = kvmbench.open(words[0], args=words[1:], on_console=wb._on_console)
+    wb.session = kvmbench.open(words[0], args=words[1:], on_console=wb.on_console)
     wb.guest_command = words
     wb._last_registers = {}
     if wb._on_session is not None:

@@ -23,7 +23,7 @@ class Workbench:
     def __init__(self, on_console: Callable[[str], None] | None = None,
                  on_session: Callable[[Session | None], None] | None = None) -> None:
         self.session: Session | None = None
-        self._on_console = on_console
+        self.on_console = on_console
         self._on_session = on_session
         self._last_registers: dict[str, int] = {}
         #: The last %guest's words (name and arguments): what a restart boots.
@@ -114,7 +114,7 @@ class Workbench:
                                     insn.address in armed))
         return lines
 
-    def _around(self, pc: int, before: int = 3, after: int = 5) -> list[DisasmLine]:
+    def disassembly_around(self, pc: int, before: int = 3, after: int = 5) -> list[DisasmLine]:
         """Instructions around ``pc``: decoded from the function start when it
         is near (x86 cannot be decoded backwards), else from pc."""
         s = self.s
@@ -134,7 +134,7 @@ class Workbench:
 
     def stop_view(self, stop: Stop) -> StopView:
         s = self.s
-        headline = self._headline(stop)
+        headline = self.headline(stop)
         if not stop.alive or stop.pc is None:
             self._last_registers = {}
             return StopView(stop, headline)
@@ -154,9 +154,10 @@ class Workbench:
                 source_text = None
         return StopView(stop, headline, s.symbols.format_address(stop.pc),
                         str(source) if source else None, source_text,
-                        self._around(stop.pc), shown, changed)
+                        self.disassembly_around(stop.pc), shown, changed)
 
-    def _headline(self, stop: Stop) -> str:
+    def headline(self, stop: Stop) -> str:
+        """The stop card's first line: why the guest stopped, and how it was served."""
         s = self.s
         if stop.reason is StopReason.BREAKPOINT and stop.breakpoint is not None:
             bp = s.breakpoints.get(stop.breakpoint)

@@ -89,7 +89,7 @@ class ContextView:
 
     def _show_disassembly(self, session: Session) -> None:
         wb = self.panel.workbench
-        lines = wb._around(session.pc)  # the stop card's own window around pc
+        lines = wb.disassembly_around(session.pc)  # the stop card's own window around pc
         width = max((len(self._line_text(d)) for d in lines), default=0)
         buttons = []
         for d in lines:

@@ -274,7 +274,7 @@ class Panel:
         stop = session.last_stop
         if state is not RunState.RUNNING and stop is not None:
             try:
-                headline = self.workbench._headline(stop)  # the stop card's headline
+                headline = self.workbench.headline(stop)  # the stop card's headline
             except KvmbenchError:
                 headline = stop.describe()
             where = ""
