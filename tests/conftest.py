@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -88,3 +90,18 @@ def fib_calls(n: int) -> int:
 def console_counts(console: str, pattern: str) -> dict[str, int]:
     """``{name: N}`` from guest lines matching ``pattern`` (groups: name, N)."""
     return {m.group(1): int(m.group(2)) for m in re.finditer(pattern, console)}
+
+
+def assemble(tmp_path: Path, body: str) -> Path:
+    """A raw ELF from a few lines of x86-64 assembly, linked at the image base."""
+    from kvmbench.backends.kvm import layout
+
+    src = tmp_path / "guest.S"
+    src.write_text(f".globl _start\n_start:\n{body}\n")
+    elf = src.with_suffix(".elf")
+    subprocess.run(
+        ["gcc", "-nostdlib", "-static", "-no-pie", f"-Wl,-Ttext={layout.IMAGE_BASE:#x}",
+         "-o", str(elf), str(src)],
+        check=True,
+    )
+    return elf

@@ -4,6 +4,11 @@ rewriting the code under them."""
 
 from __future__ import annotations
 
+import shutil
+
+import pytest
+from conftest import assemble
+
 from kvmbench.backends.capabilities import Feature
 from kvmbench.engine.model import Mechanism, StopReason
 
@@ -54,3 +59,52 @@ def test_breakpoint_on_rewritten_code_hits_the_new_code(open_guest) -> None:
     immediates = sorted({c[1] for c in seen})
     assert immediates == [1, 2, 3]
     assert all(t.hit_count == 3 for t in traps)
+
+
+# A guest that installs a vector-0x20 handler, starts the 1 ms timer, and
+# executes hlt until five ticks arrived; it exits with how many hlts it ran.
+_HLT_LOOP = """
+  lea handler(%rip), %rbx
+  lea idt+0x200(%rip), %rdi
+  mov %bx, (%rdi)
+  movw $8, 2(%rdi)
+  movb $0x8e, 5(%rdi)
+  shr $16, %rbx
+  mov %bx, 6(%rdi)
+  shr $16, %rbx
+  mov %ebx, 8(%rdi)
+  lidt idtr(%rip)
+  mov $0xf6, %dx
+  mov $1000, %eax
+  out %eax, (%dx)
+  xor %ecx, %ecx
+  sti
+1:
+  hlt
+  inc %ecx
+  cmpq $5, ticks(%rip)
+  jb 1b
+  cli
+  mov %ecx, %eax
+  mov $0xf4, %dx
+  out %eax, (%dx)
+handler:
+  incq ticks(%rip)
+  iretq
+.data
+.align 16
+ticks: .quad 0
+idtr: .word 4095
+  .quad idt
+.align 16
+idt: .fill 4096, 1, 0
+"""
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed")
+def test_a_guest_hlt_waits_for_the_next_interrupt(open_guest, tmp_path) -> None:
+    s = open_guest(str(assemble(tmp_path, _HLT_LOOP)))
+    stop = s.cont()
+    assert stop.reason is StopReason.EXITED
+    # Each hlt is woken by exactly one tick: it does not return early.
+    assert stop.exit_code == 5

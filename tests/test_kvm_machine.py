@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import shutil
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from kvmbench.errors import (
 )
 from kvmbench.guests import guest_path
 
-from conftest import HAVE_KVM, NO_KVM_REASON
+from conftest import HAVE_KVM, NO_KVM_REASON, assemble
 
 pytestmark = pytest.mark.skipif(not HAVE_KVM, reason=NO_KVM_REASON)
 needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed")
@@ -33,19 +32,6 @@ needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not i
 
 def boot(name: str, *args: str, **kw: object) -> Machine:
     return Machine.boot(guest_path(name), list(args), **kw)  # type: ignore[arg-type]
-
-
-def assemble(tmp_path: Path, body: str) -> Path:
-    """A raw ELF from a few lines of assembly, linked at IMAGE_BASE."""
-    src = tmp_path / "guest.S"
-    src.write_text(f".globl _start\n_start:\n{body}\n")
-    elf = tmp_path / "guest.elf"
-    subprocess.run(
-        ["gcc", "-nostdlib", "-static", "-no-pie", f"-Wl,-Ttext={layout.IMAGE_BASE:#x}",
-         "-o", str(elf), str(src)],
-        check=True,
-    )
-    return elf
 
 
 def test_hello_prints_its_text_and_exits_zero() -> None:

@@ -897,8 +897,9 @@ class Session:
             self.machine.mark_regs_dirty()
             return self._on_breakpoint(pc, Mechanism.HLT_TRAP)
         # The guest's own hlt: it waits for an interrupt, which only the timer
-        # can bring, and only with interrupts enabled.
+        # can bring, and only with interrupts enabled (a pause also ends it).
         if self.machine.timer_running and regs.rflags & Rflags.IF:
+            self.machine.halt()
             return None
         return Stop(StopReason.GUEST_TRAP, regs.rip,
                     detail="guest halted with no interrupt to wake it (hlt)")

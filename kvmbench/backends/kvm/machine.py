@@ -92,6 +92,7 @@ class _Timer(threading.Thread):
         while not self.stopped.wait(self._period):
             self._machine._tick_due = True
             self._machine._kick()
+            self._machine._wakeup.set()
 
 
 class Machine:
@@ -123,6 +124,8 @@ class Machine:
         self._tick_due = False
         self._timer: _Timer | None = None
         self._pause_requested = False
+        #: Set when a halted guest may wake: a tick is due, or a pause asked.
+        self._wakeup = threading.Event()
         self._vcpu_thread: int | None = None
         #: Guest-virtual page -> guest-physical page, for the CR3 in ``_tlb_cr3``.
         self._tlb: dict[int, int] = {}
@@ -260,6 +263,22 @@ class Machine:
         """Stop a running guest soon (thread-safe); the run returns :class:`Paused`."""
         self._pause_requested = True
         self._kick()
+        self._wakeup.set()
+
+    def halt(self, timeout: float | None = None) -> bool:
+        """The guest executed its own ``hlt``: wait, as the CPU would, until
+        an interrupt can wake it (a timer tick is due) or a pause is asked.
+        Returns False if ``timeout`` passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not (self._tick_due or self._pause_requested):
+            self._wakeup.clear()
+            if self._tick_due or self._pause_requested:
+                break
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            self._wakeup.wait(remaining)
+        return True
 
     def _kick(self) -> None:
         if self.vcpu.fd < 0:
