@@ -103,3 +103,20 @@ def test_hbreak_slots_run_out_with_a_clear_error(workbench):
     with pytest.raises(Exception, match="no free hardware debug slot"):
         workbench.execute("hbreak puts")
     assert "hlt trap" in workbench.execute("break puts").body
+
+
+def test_x_remembers_format_and_continues_after_the_last_unit(workbench):
+    workbench.execute("guest fib 10")
+    rsp = workbench.s.regs.rsp
+    first = workbench.execute("x/2gx $rsp").body
+    assert first.startswith(f"{rsp:#x}")
+    more = workbench.execute("x").body  # gdb: one more giant hex word, right after
+    assert more.startswith(f"{rsp + 16:#x}") and more.count("\t0x") == 1
+    again = workbench.execute("x/1 $rsp").body  # a count alone keeps format and size
+    assert again.count("\t") == 1 and len(again.split("\t")[1]) == 18
+
+
+def test_x_without_an_earlier_x_asks_for_an_address(workbench):
+    workbench.execute("guest fib 10")
+    with pytest.raises(UsageError, match="no earlier x"):
+        workbench.execute("x")

@@ -110,39 +110,55 @@ def parse_x_format(fmt: str) -> tuple[int, str, int | None]:
 
 @command("x")
 def _examine(wb: Workbench, args: str) -> object:
-    """x/FMT ADDR: examine memory (count, format x d u o t c s i a, size b h w g)."""
+    """x/FMT ADDR: examine memory (count, format x d u o t c s i a, size b h w g).
+
+    As in gdb, the format and size carry over from the last ``x``, and
+    ``x`` without an address goes on after the last unit shown."""
     fmt = ""
     text = args.strip()
     if text.startswith("/"):
         fmt, _, text = text[1:].partition(" ")
-    if not text.strip():
-        raise UsageError("usage: x/FMT ADDRESS")
     count, letter, size = parse_x_format(fmt)
-    address = wb.value_of(text)
+    letters = set(fmt.lstrip("0123456789"))
+    last_letter, last_size = wb.examine_format
+    if not letters & set("xduotcsia"):
+        letter = last_letter
+    if not letters & set(_SIZES) and letter not in "ac":
+        size = last_size
+    if text.strip():
+        address = wb.value_of(text)
+    elif wb.examine_next is not None:
+        address = wb.examine_next
+    else:
+        raise UsageError("usage: x/FMT ADDRESS (no earlier x to continue from)")
     s = wb.s
     if letter == "i":
-        return Text("\n".join(f"   {d.address:#x} <{d.location}>:  {d.text}"
-                              for d in wb.disassembly(address, count)))
+        lines = wb.disassembly(address, count)
+        after = lines[-1].address + len(bytes.fromhex(lines[-1].bytes_hex)) if lines else address
+        wb.examine_format, wb.examine_next = (letter, size), after
+        return Text("\n".join(f"   {d.address:#x} <{d.location}>:  {d.text}" for d in lines))
     if letter == "s":
-        lines = []
+        out = []
         for _ in range(count):
             raw = s.mem.read(address, 256)
             end = raw.find(b"\0")
             chunk = raw if end < 0 else raw[:end]
-            lines.append(f"{wb.annotate(address)}:  {chunk.decode('latin-1')!r}")
+            out.append(f"{wb.annotate(address)}:  {chunk.decode('latin-1')!r}")
             address += len(chunk) + 1
-        return Text("\n".join(lines))
+        wb.examine_format, wb.examine_next = (letter, size), address
+        return Text("\n".join(out))
     if size is None:
         size = {"a": 8, "c": 1}.get(letter, 4)
     data = s.mem.read(address, count * size)
+    wb.examine_format, wb.examine_next = (letter, size), address + count * size
     values = [int.from_bytes(data[i:i + size], "little") for i in range(0, len(data), size)]
     per_line = {1: 8, 2: 8, 4: 4, 8: 2}[size]
-    lines = []
+    lines_out = []
     for i in range(0, len(values), per_line):
         here = address + i * size
         cells = [_format_unit(wb, v, letter, size) for v in values[i:i + per_line]]
-        lines.append(f"{wb.annotate(here)}:\t" + "\t".join(cells))
-    return Text("\n".join(lines))
+        lines_out.append(f"{wb.annotate(here)}:\t" + "\t".join(cells))
+    return Text("\n".join(lines_out))
 
 
 def _format_unit(wb: Workbench, value: int, letter: str, size: int) -> str:

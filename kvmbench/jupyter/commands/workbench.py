@@ -28,6 +28,9 @@ class Workbench:
         self._last_registers: dict[str, int] = {}
         #: The last %guest's words (name and arguments): what a restart boots.
         self.guest_command: list[str] = []
+        #: gdb's memory for ``x``: last format letter, unit size, next address.
+        self.examine_format: tuple[str, int | None] = ("x", None)
+        self.examine_next: int | None = None
 
     # --- dispatch ----------------------------------------------------------------
 
