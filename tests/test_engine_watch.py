@@ -37,7 +37,7 @@ def test_write_watch_reports_every_write_of_counter(open_guest, caps, skip_unles
         assert stop.old_value == value
         value = stop.new_value
         assert value == s.mem.read_u64(wp.address)
-        assert any(_in(s, name, stop.pc) for name in WRITERS), s.symbols.format_address(stop.pc)
+        assert any(_in(s, name, stop.writer) for name in WRITERS), s.symbols.format_address(stop.writer)
     assert stop.exit_code == 0, stop.describe()
     final, writes = s.console.split("counter ")[1].split()[:2]
     assert int(final) == value
@@ -77,7 +77,7 @@ def test_read_watch_stop_reports_the_reading_instruction(open_guest, skip_unless
     s = open_guest("counter", [1])
     wp = s.watchpoints.add("read_me", access=Access.READ)
     stop = s.cont()
-    assert stop.reason is StopReason.WATCHPOINT and _in(s, "reader", stop.pc)
+    assert stop.reason is StopReason.WATCHPOINT and _in(s, "reader", stop.writer)
     assert stop.new_value == stop.old_value == 42
     assert stop.access_address == wp.address
 
@@ -100,3 +100,14 @@ def test_watch_range_beyond_guest_memory_is_refused(open_guest) -> None:
     assert len(s.watchpoints) == 0
     wp = s.watchpoints.add("counter", tracepoint=True)
     assert s.cont().exit_code == 0 and wp.hit_count == 1 + 1  # increment, add_ten(i=0)
+
+
+def test_a_watch_stop_stands_past_the_access_and_names_its_writer(open_guest) -> None:
+    s = open_guest("counter", [2])
+    wp = s.watchpoints.add("read_me", access="read")
+    stop = s.cont()
+    assert stop.reason is StopReason.WATCHPOINT and stop.watchpoint == wp.number
+    assert stop.pc == s.regs.rip  # where the guest is stopped
+    if wp.mechanism is Mechanism.STEP_COMPARE:  # the read has retired: the reader is behind
+        assert stop.writer is not None and stop.writer < stop.pc
+        assert _in(s, "reader", stop.writer)

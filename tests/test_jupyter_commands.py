@@ -120,3 +120,12 @@ def test_x_without_an_earlier_x_asks_for_an_address(workbench):
     workbench.execute("guest fib 10")
     with pytest.raises(UsageError, match="no earlier x"):
         workbench.execute("x")
+
+
+def test_a_watch_only_stepping_can_serve_warns_about_its_cost(workbench):
+    workbench.execute("guest counter 2")
+    reply = workbench.execute("rwatch read_me").body
+    if "single-step compare" in reply:
+        assert "note:" in reply and "slow" in reply
+    else:  # a host with debug-register watchpoints serves it for free
+        assert "note:" not in reply

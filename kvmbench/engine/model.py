@@ -148,6 +148,9 @@ class Stop:
     old_value: int | None = None
     new_value: int | None = None
     access_address: int | None = None
+    #: For a watchpoint: the instruction that made the access (``pc`` is
+    #: where the guest stands, past it once the access has retired).
+    writer: int | None = None
     return_value: int | None = None
     extra: dict[str, object] = field(default_factory=dict)
 

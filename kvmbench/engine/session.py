@@ -1024,8 +1024,8 @@ class Session:
                 return None
         except ConditionError as e:
             wp.value = new
-            return Stop(StopReason.WATCHPOINT, writer, watchpoint=wp.number,
-                        mechanism=wp.mechanism, detail=str(e))
+            return Stop(StopReason.WATCHPOINT, self.machine.regs.rip, watchpoint=wp.number,
+                        mechanism=wp.mechanism, detail=str(e), writer=writer)
         wp.value = new
         wp.last_writer = writer
         wp.hit_count += 1
@@ -1035,9 +1035,12 @@ class Session:
             return None
         if wp.tracepoint:
             return None
-        return Stop(StopReason.WATCHPOINT, writer, watchpoint=wp.number, mechanism=wp.mechanism,
-                    old_value=int.from_bytes(old, "little"),
-                    new_value=int.from_bytes(new, "little"), access_address=access_address)
+        # pc is where the guest stands (past the access, except for a page
+        # trap, whose store has not retired); writer is who made the access.
+        return Stop(StopReason.WATCHPOINT, self.machine.regs.rip, watchpoint=wp.number,
+                    mechanism=wp.mechanism, old_value=int.from_bytes(old, "little"),
+                    new_value=int.from_bytes(new, "little"), access_address=access_address,
+                    writer=writer)
 
     def _read_watched(self, wp: Watchpoint) -> bytes:
         # A page trap pins its watch's physical pages, so their ranges are

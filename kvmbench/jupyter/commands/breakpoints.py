@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+from kvmbench.backends.capabilities import Feature
+from kvmbench.engine.model import Mechanism
 from kvmbench.errors import UsageError
 from kvmbench.jupyter.commands.registry import command
 from kvmbench.jupyter.commands.workbench import Workbench
@@ -77,8 +79,15 @@ def _add_watch(wb: Workbench, args: str, access: str) -> object:
     wp = wb.s.watchpoints.add(where, length=length, access=access, condition=condition)
     label = {"write": "Watchpoint", "read": "Read watchpoint", "access": "Access watchpoint"}[access]
     value = int.from_bytes(wp.value, "little") if wp.value else None
-    return Text(f"{label} {wp.number}: {wp.location} ({wp.length} bytes at {wp.address:#x}) "
-                f"via {wp.served_by}; value {value}")
+    text = (f"{label} {wp.number}: {wp.location} ({wp.length} bytes at {wp.address:#x}) "
+            f"via {wp.served_by}; value {value}")
+    if wp.mechanism is Mechanism.STEP_COMPARE:
+        # The last resort: say what it costs before the user runs into it.
+        probed = wb.s.capabilities.results.get(Feature.SINGLE_STEP)
+        cost = f", about {probed.median_us:.0f} us a step" if probed and probed.median_us else ""
+        text += ("\nnote: this host has no cheaper way to watch this, so the guest is "
+                 f"single-stepped while the watch is on (slow{cost})")
+    return Text(text)
 
 
 @command("watch", "wa")

@@ -173,7 +173,9 @@ class Workbench:
             wp = s.watchpoints.get(stop.watchpoint)
             where = f" ({wp.location})" if wp is not None else ""
             how = f" via {wp.served_by}" if wp is not None else ""
-            return f"watchpoint {stop.watchpoint}{where}{how}: {stop.old_value} -> {stop.new_value}"
+            by = f" by {s.symbols.format_address(stop.writer)}" if stop.writer is not None else ""
+            return (f"watchpoint {stop.watchpoint}{where}{how}: "
+                    f"{stop.old_value} -> {stop.new_value}{by}")
         if stop.reason is StopReason.FINISH:
             value = stop.return_value
             return f"returned: value {value} ({value:#x})" if value is not None else "returned"
