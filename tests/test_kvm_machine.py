@@ -304,3 +304,19 @@ def test_step_counts_single_steps_and_stops_at_a_listed_address() -> None:
         assert (steps, event) == (3, None)
     finally:
         m.close()
+
+
+def test_a_session_reaches_the_first_instruction_within_50_ms(caps) -> None:  # type: ignore[no-untyped-def]
+    import statistics
+
+    import kvmbench
+
+    times = []
+    for name in kvmbench.GUEST_NAMES:
+        start = time.perf_counter()
+        session = kvmbench.open(name, ["1"], capabilities=caps)
+        stop = session.stepi()  # the guest's first instruction has run
+        times.append(time.perf_counter() - start)
+        session.close()
+        assert stop.reason.value == "step"
+    assert statistics.median(times) < 0.05, f"median {statistics.median(times) * 1e3:.1f} ms"
