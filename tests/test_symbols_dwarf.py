@@ -8,26 +8,21 @@ guests are, so finding sources needs the search path.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
+from fixtures.symbols import build
 
 from kvmbench.errors import SymbolError
-from kvmbench.symbols import ElfImage, GlobalVariable, SourceLocation, SymbolTable, load_symbols
-
-
-def _load_build_helpers():
-    path = Path(__file__).parent / "fixtures" / "symbols" / "build.py"
-    spec = importlib.util.spec_from_file_location("symbols_fixture_build", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-build = _load_build_helpers()
+from kvmbench.symbols import (
+    ElfImage,
+    GlobalVariable,
+    SourceLocation,
+    SymbolTable,
+    load_symbols,
+)
 
 # One past the last line of prog.c, to also cover "no line N" answers.
 PROG_LINES = len((build.FIXTURES / "prog.c").read_text().splitlines()) + 1

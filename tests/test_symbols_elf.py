@@ -7,25 +7,20 @@ hosted one (hello.c), so the comparison covers a real toolchain's symbols.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 
 import pytest
+from fixtures.symbols import build
 
 from kvmbench.errors import SymbolError
-from kvmbench.symbols import ElfImage, SourceLocation, SymbolKind, load_symbols, parse_kallsyms
-
-
-def _load_build_helpers():
-    path = Path(__file__).parent / "fixtures" / "symbols" / "build.py"
-    spec = importlib.util.spec_from_file_location("symbols_fixture_build", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-build = _load_build_helpers()
+from kvmbench.symbols import (
+    ElfImage,
+    SourceLocation,
+    SymbolKind,
+    load_symbols,
+    parse_kallsyms,
+)
 
 GUEST_FIB = Path(__file__).resolve().parent.parent / "kvmbench" / "guests" / "bin" / "fib.elf"
 
