@@ -228,6 +228,11 @@ class Machine:
         wanted = (control, tuple(debugregs))
         if wanted == self._guest_debug_last:
             return
+        # KVM notes the rip a single-step starts from in this ioctl
+        # (singlestep_rip in x86.c) and sets TF only while rip matches it;
+        # registers still pending in the sync area would move rip after that
+        # and the step would be lost on VMX/SVM (DESIGN.md, pitfalls).
+        self._flush_regs()
         gd = self._guest_debug
         gd.control = control
         for i, value in enumerate(wanted[1]):
@@ -239,6 +244,13 @@ class Machine:
     def guest_debug_control(self) -> int:
         return self._guest_debug.control
 
+    def _flush_regs(self) -> None:
+        """Write registers pending in the sync area now (KVM_SET_REGS)."""
+        run = self._run_page
+        if run.kvm_dirty_regs & abi.KVM_SYNC_X86_REGS:
+            self.vcpu.set_regs(self.regs)
+            run.kvm_dirty_regs &= ~abi.KVM_SYNC_X86_REGS
+
     def inject_exception(self, vector: int) -> None:
         """Deliver ``vector`` to the guest's IDT on the next entry, as if its
         own code had raised it (a trap: the pushed rip is the current rip).
@@ -247,9 +259,7 @@ class Machine:
         honoured with KVM_CAP_EXCEPTION_PAYLOAD enabled (api.rst,
         KVM_SET_VCPU_EVENTS); measured here, pending #BP never arrived."""
         # Registers changed in the sync area must land before the event does.
-        if self._run_page.kvm_dirty_regs:
-            self.vcpu.set_regs(self.regs)
-            self._run_page.kvm_dirty_regs = 0
+        self._flush_regs()
         events = self.vcpu.get_vcpu_events()
         events.exception.injected = 1
         events.exception.pending = 0
