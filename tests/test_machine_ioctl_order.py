@@ -70,3 +70,21 @@ def test_an_injected_exception_sees_the_registers_set_before_it() -> None:
     m.mark_regs_dirty()
     m.inject_exception(3)
     assert vcpu.calls == [("KVM_SET_REGS", 0x2001), ("KVM_SET_VCPU_EVENTS", 3)]
+
+
+def test_a_trapped_guest_int3_is_reinjected_by_kvm_at_its_own_address() -> None:
+    # VMX/SVM: the #BP exit leaves rip at the int3; INJECT_BP re-raises it as
+    # the software exception it was, so the CPU itself pushes pc + 1.
+    m, vcpu = machine()
+    m.deliver_breakpoint(0x3000, trapped=True)
+    assert vcpu.calls == [
+        ("KVM_SET_REGS", 0x3000),
+        ("KVM_SET_GUEST_DEBUG", abi.KVM_GUESTDBG_ENABLE | abi.KVM_GUESTDBG_INJECT_BP),
+    ]
+
+
+def test_an_int3_the_host_could_not_run_is_completed_by_the_vmm() -> None:
+    # kvm_pvm: the int3 never executed, so the VMM moves past it and raises #BP.
+    m, vcpu = machine()
+    m.deliver_breakpoint(0x3000, trapped=False)
+    assert vcpu.calls == [("KVM_SET_REGS", 0x3001), ("KVM_SET_VCPU_EVENTS", 3)]

@@ -519,9 +519,9 @@ class Session:
         machine = self.machine
         if self._caught_int3 is not None:
             # Resuming from a caught guest int3 hands it to the guest's handler.
-            pc, self._caught_int3 = self._caught_int3, None
+            (pc, trapped), self._caught_int3 = self._caught_int3, None
             if machine.regs.rip == pc and self._mem.read(pc, 1) == b"\xcc":
-                self._deliver_int3(pc)
+                machine.deliver_breakpoint(pc, trapped=trapped)
         stop = self._step_off_trap()
         if stop is not None:
             return stop
@@ -839,14 +839,14 @@ class Session:
         machine = self.machine
         if isinstance(event, Debug):
             if event.exception == 3:
-                return self._on_int3(event.pc)
+                return self._on_int3(event.pc, trapped=True)
             return self._on_debug(event, stepping)
         if isinstance(event, Hlt):
             return self._on_hlt()
         if isinstance(event, Mmio):
             return self._on_store(event)
         if isinstance(event, Int3Undelivered):
-            return self._on_int3(event.pc)
+            return self._on_int3(event.pc, trapped=False)
         if isinstance(event, Paused):
             return Stop(StopReason.PAUSED, machine.regs.rip)
         if isinstance(event, GuestExited):
@@ -867,26 +867,23 @@ class Session:
             return self._watch_hits_in_step(event)
         return self._guest_trap(1, event.pc)
 
-    def _on_int3(self, pc: int) -> Stop | None:
+    def _on_int3(self, pc: int, trapped: bool) -> Stop | None:
+        """An int3 at ``pc``: ours (a breakpoint), or the guest's own, which
+        is handed to its handler unless the user catches guest traps.
+        ``trapped``: KVM reported a #BP exit, rather than failing to run it."""
         users = self._armed.get(pc)
         if users and any(b.mechanism is Mechanism.INT3 for b in users):
             return self._on_breakpoint(pc, Mechanism.INT3)
-        # Not ours: the guest's own int3. #BP is a trap: it returns after the int3.
-        if self.catch_guest_traps and self._caught_int3 != pc:
+        if self.catch_guest_traps and (self._caught_int3 is None or self._caught_int3[0] != pc):
             # Stopped before the int3 ran; resuming delivers it (see _continue).
-            self._caught_int3 = pc
+            self._caught_int3 = (pc, trapped)
             return Stop(StopReason.GUEST_TRAP, pc, detail="guest executed int3 (#BP)")
         self._caught_int3 = None
-        self._deliver_int3(pc)
+        self.machine.deliver_breakpoint(pc, trapped=trapped)
         return None
 
-    _caught_int3: int | None = None
-
-    def _deliver_int3(self, pc: int) -> None:
-        self.machine.regs.rip = pc + 1
-        self.machine.mark_regs_dirty()
-        self.machine.inject_exception(3)
-        return None
+    #: A caught guest int3 not yet delivered: (pc, reported as a #BP exit).
+    _caught_int3: tuple[int, bool] | None = None
 
     def _on_hlt(self) -> Stop | None:
         regs = self.machine.regs

@@ -244,6 +244,27 @@ class Machine:
     def guest_debug_control(self) -> int:
         return self._guest_debug.control
 
+    def deliver_breakpoint(self, pc: int, *, trapped: bool) -> None:
+        """Hand the guest's own int3 at ``pc`` to its #BP handler.
+
+        ``trapped``: KVM reported it as a #BP exit (USE_SW_BP on VMX/SVM);
+        rip is at the int3, and KVM_GUESTDBG_INJECT_BP re-injects it as the
+        software exception it was, so the CPU pushes ``pc + 1`` (api.rst,
+        KVM_SET_GUEST_DEBUG; QEMU's gdbstub re-injects the same way).
+        Otherwise the host could not execute it at all (:class:`Int3Undelivered`):
+        the VMM completes it, rip past the int3 and #BP injected."""
+        if trapped:
+            self.regs.rip = pc
+            self.mark_regs_dirty()
+            control, debugregs = self._guest_debug_last or (0, (0,) * 8)
+            self.set_guest_debug(
+                control | abi.KVM_GUESTDBG_ENABLE | abi.KVM_GUESTDBG_INJECT_BP, debugregs
+            )
+        else:
+            self.regs.rip = pc + 1
+            self.mark_regs_dirty()
+            self.inject_exception(3)
+
     def _flush_regs(self) -> None:
         """Write registers pending in the sync area now (KVM_SET_REGS)."""
         run = self._run_page
