@@ -262,12 +262,9 @@ class Session:
         for wp in self.watchpoints:
             if wp.enabled and wp.kind is Kind.AUTO and wp.mechanism is not Mechanism.HW_DATA:
                 plan = plan_watchpoint(wp.kind, wp.access, self.capabilities)
-                if plan.choices[0][0] is Mechanism.HW_DATA:
-                    try:
-                        self._slots.allocate_range(wp, _slot_kind(wp.access), wp.address, wp.length)
-                    except SlotsExhausted:
-                        continue
-                    self._slots.release(wp)
+                needed = len(self._slots.profile.split(wp.address, wp.length))
+                if (plan.choices[0][0] is Mechanism.HW_DATA
+                        and self._slots.free_count(_slot_kind(wp.access)) >= needed):
                     self._unserve_watch(wp)
                     self._serve_watch(wp)
 
