@@ -4,6 +4,9 @@ Small on purpose: protocol handling stays in ipykernel. This class puts the
 workbench into the user namespace, registers the gdb-style magics and the
 input transformer, pauses the guest on an interrupt request, and answers
 completion and inspection for guest symbols before falling back to IPython.
+JupyterLab's debugger panel is answered about the guest (kvmbench.jupyter.dap):
+this replaces ipykernel's debugpy debugger, so Python cells are not debuggable
+in this kernel.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import kvmbench
 from kvmbench.engine.session import RunState, Session
 from kvmbench.jupyter import completion
 from kvmbench.jupyter.commands import COMMANDS, Workbench
+from kvmbench.jupyter.dap import GuestDebugAdapter
 from kvmbench.jupyter.display import StopView
 from kvmbench.jupyter.transform import make_transformer
 
@@ -54,6 +58,7 @@ class KvmbenchKernel(IPythonKernel):
     def __init__(self, **kwargs: t.Any) -> None:
         super().__init__(**kwargs)
         self.workbench = Workbench(on_console=self._on_console, on_session=self._on_session)
+        self.dap = GuestDebugAdapter(self.workbench, self._publish_debug_event)
         shell = self.shell
         assert shell is not None
         shell.user_ns.update(
@@ -116,6 +121,7 @@ class KvmbenchKernel(IPythonKernel):
         this coroutine, awaited at the cell's top level, leaves the kernel's
         event loop free for comm messages and interrupts."""
         workbench = self.workbench
+        self.dap.on_running()
         job = asyncio.ensure_future(asyncio.to_thread(workbench.run, name, args))
         try:
             view = await asyncio.shield(job)
@@ -124,7 +130,10 @@ class KvmbenchKernel(IPythonKernel):
             workbench.pause()
             view = await job
         except Exception as error:  # noqa: BLE001 - see _command
+            if self.dap.stopped:
+                self.dap.on_stopped()
             raise one_line_error(error) from None
+        self.dap.on_stopped(view.stop)
         sys.stdout.flush()
         display(view)
 
@@ -138,6 +147,10 @@ class KvmbenchKernel(IPythonKernel):
             self.session.send(stream, "interrupt_reply", {"status": "ok"}, parent, ident=ident)
             return
         await super().interrupt_request(stream, ident, parent)
+
+    async def do_debug_request(self, msg: dict[str, t.Any]) -> dict[str, t.Any]:
+        """JupyterLab's debugger (DAP on the control channel), about the guest."""
+        return self.dap.handle(msg)
 
     async def do_complete(self, code: str, cursor_pos: int | None) -> dict[str, t.Any]:
         reply = completion.complete(self.workbench, code, cursor_pos)

@@ -1,0 +1,465 @@
+"""The Debug Adapter Protocol over the guest: JupyterLab's debugger panel.
+
+JupyterLab's debugger speaks DAP inside ``debug_request`` / ``debug_reply``
+messages on the control channel and ``debug_event`` messages on IOPub (JEP
+47). :class:`GuestDebugAdapter` answers those requests about the live
+*guest*, not the Python interpreter:
+
+* threads: one per vCPU ("vCPU 0" is thread 1; DAP ids start at 1);
+* stackTrace: the rbp-chain backtrace of
+  :func:`~kvmbench.jupyter.commands.inspection.iter_frames`, symbolized,
+  with the DWARF source file and line where the line table has them;
+* scopes / variables: "Registers" (values as hex strings) and "Globals"
+  (DWARF globals with their current values);
+* source: the guest's C source, found as the stop card finds it;
+* setBreakpoints: gutter breakpoints in a guest source file become engine
+  breakpoints at ``file:line`` (verified, with the line the code is on);
+* continue / next / stepIn / stepOut / pause: run control (continue,
+  nexti, stepi, finish, pause), run on a worker thread;
+* ``stopped`` / ``continued`` events whenever the guest stops or runs,
+  whether a notebook cell or the panel made it run.
+
+While the kvmbench kernel runs, this *replaces* ipykernel's debugpy-backed
+debugger: Python code in cells cannot be stepped through (a breakpoint set
+in a cell is answered unverified). The guest is what this kernel debugs.
+
+Pure protocol handling: requests are dicts in, responses dicts out, events
+go to the ``send_event`` callback. Everything the guest is asked goes
+through the :class:`~kvmbench.jupyter.commands.Workbench` and its session.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kvmbench.engine.model import Stop, StopReason
+from kvmbench.engine.session import RunState
+from kvmbench.errors import KvmbenchError
+from kvmbench.jupyter.commands.inspection import iter_frames
+from kvmbench.jupyter.commands.registry import lookup
+from kvmbench.jupyter.commands.workbench import CARD_REGISTERS, Workbench
+
+#: DAP thread id of vCPU 0 (JupyterLab treats 0 as "no thread").
+THREAD_ID = 1
+#: variablesReference of the Globals scope; a frame's Registers scope is
+#: REGISTERS_BASE + the frame's index.
+GLOBALS_REF = 1
+REGISTERS_BASE = 1000
+#: Globals larger than this show their first bytes only.
+MAX_SHOWN_BYTES = 16
+
+#: DAP run-control requests and the workbench command each one runs.
+RUN_COMMANDS = {"continue": "continue", "next": "nexti", "stepIn": "stepi", "stepOut": "finish"}
+
+#: The DAP requests answered (each by the method named "_" + request).
+REQUESTS = frozenset({
+    "initialize", "attach", "configurationDone", "disconnect", "setExceptionBreakpoints",
+    "debugInfo", "dumpCell", "threads", "stackTrace", "scopes", "variables",
+    "inspectVariables", "richInspectVariables", "source", "setBreakpoints",
+    "continue", "next", "stepIn", "stepOut", "pause",
+})
+
+_STOP_REASONS = {
+    StopReason.BREAKPOINT: "breakpoint",
+    StopReason.WATCHPOINT: "data breakpoint",
+    StopReason.STEP: "step",
+    StopReason.FINISH: "step",
+    StopReason.LOCATION: "goto",
+    StopReason.PAUSED: "pause",
+    StopReason.GUEST_TRAP: "exception",
+}
+
+
+class DapError(Exception):
+    """A request that cannot be answered: becomes ``success: false``."""
+
+
+def cell_file_name(code: str) -> str:
+    """Where ipykernel would dump a cell (JupyterLab computes the same
+    Murmur2 name from debugInfo's hashSeed and tmpFilePrefix)."""
+    from ipykernel.compiler import get_file_name
+
+    return str(get_file_name(code))
+
+
+class GuestDebugAdapter:
+    """DAP requests about the guest in ``workbench``; events to ``send_event``."""
+
+    def __init__(self, workbench: Workbench,
+                 send_event: Callable[[dict[str, Any]], None] = lambda event: None) -> None:
+        self.workbench = workbench
+        self.send_event = send_event
+        self.started = False
+        self._seq = 0
+        self._lock = threading.Lock()
+        #: DAP source path -> engine breakpoint numbers set from it.
+        self._breakpoints: dict[str, list[int]] = {}
+        #: DAP source path -> the breakpoints as last answered (debugInfo).
+        self._breakpoint_lines: dict[str, list[dict[str, Any]]] = {}
+        self._runner: threading.Thread | None = None
+
+    # --- messages ------------------------------------------------------------
+
+    def _next_seq(self) -> int:
+        with self._lock:
+            self._seq += 1
+            return self._seq
+
+    def event(self, name: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Send one DAP event (and return it)."""
+        message = {"type": "event", "seq": self._next_seq(), "event": name, "body": body or {}}
+        self.send_event(message)
+        return message
+
+    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Answer one DAP request."""
+        command = request.get("command", "")
+        response: dict[str, Any] = {
+            "type": "response", "seq": self._next_seq(), "request_seq": request.get("seq", 0),
+            "command": command, "success": True,
+        }
+        handler = getattr(self, "_" + command) if command in REQUESTS else None
+        if handler is None:
+            response.update(success=False, message=f"{command!r} is not supported by the kvmbench guest debugger")
+            return response
+        try:
+            body = handler(request.get("arguments") or {})
+        except (DapError, KvmbenchError) as error:
+            response.update(success=False, message=str(error))
+            return response
+        response["body"] = body if body is not None else {}
+        if command == "initialize":
+            self.event("initialized")
+        return response
+
+    # --- notifications from the kernel's run path ----------------------------------
+
+    def on_running(self) -> None:
+        if self.started:
+            self.event("continued", {"threadId": THREAD_ID, "allThreadsContinued": True})
+
+    def on_stopped(self, stop: Stop | None = None) -> None:
+        """The guest stopped (or is gone: then the thread exits)."""
+        if not self.started:
+            return
+        stop = stop if stop is not None else (self.workbench.session.last_stop
+                                               if self.workbench.session is not None else None)
+        if stop is not None and not stop.alive:
+            self.event("thread", {"reason": "exited", "threadId": THREAD_ID})
+            return
+        body: dict[str, Any] = {"reason": "pause", "threadId": THREAD_ID, "allThreadsStopped": True}
+        if stop is not None:
+            body["reason"] = _STOP_REASONS.get(stop.reason, "pause")
+            body["description"] = self.workbench.headline(stop) if self.workbench.session else stop.describe()
+            if stop.breakpoint is not None:
+                body["hitBreakpointIds"] = [stop.breakpoint]
+        self.event("stopped", body)
+
+    # --- guest state -----------------------------------------------------------------
+
+    @property
+    def stopped(self) -> bool:
+        session = self.workbench.session
+        return session is not None and session.state is RunState.STOPPED
+
+    def _require_stopped(self) -> None:
+        session = self.workbench.session
+        if session is None:
+            raise DapError("no guest: boot one with %guest NAME")
+        if session.state is not RunState.STOPPED:
+            raise DapError(f"the guest is {session.state.value}")
+
+    def _search_dirs(self) -> list[Path]:
+        session = self.workbench.s
+        guests = session.image.parent.parent
+        debug = session.symbols.debug
+        extra = [Path(p) for p in getattr(debug, "search_path", ())] if debug is not None else []
+        return [Path.cwd(), guests, guests / "src", *extra]
+
+    def source_path(self, file: str) -> str | None:
+        """The file on this machine for a DWARF file name (``src/fib.c``)."""
+        if posixpath.isabs(file):
+            return file if os.path.isfile(file) else None
+        for directory in self._search_dirs():
+            for name in (file, posixpath.basename(file)):
+                candidate = directory / name
+                if candidate.is_file():
+                    return str(candidate.resolve())
+        return None
+
+    def dwarf_file(self, path: str) -> str | None:
+        """The DWARF file name a DAP source path stands for, if any."""
+        debug = self.workbench.s.symbols.debug
+        if debug is None:
+            return None
+        files = list(debug.iter_source_files())
+        normal = posixpath.normpath(path)
+        for name in files:
+            if normal == name or normal.endswith("/" + posixpath.normpath(name)):
+                return name
+        for name in files:
+            if posixpath.basename(name) == posixpath.basename(normal):
+                found = self.source_path(name)
+                if found is not None and os.path.realpath(found) == os.path.realpath(path):
+                    return name
+        return None
+
+    def _source_ref(self, file: str) -> dict[str, Any]:
+        path = self.source_path(file)
+        return {"name": posixpath.basename(file), "path": path or file}
+
+    # --- requests --------------------------------------------------------------------
+
+    def _initialize(self, args: dict[str, Any]) -> dict[str, Any]:
+        self.started = True
+        return {
+            "supportsConfigurationDoneRequest": True,
+            "supportsSetVariable": False,
+            "supportsConditionalBreakpoints": False,
+            "supportsStepBack": False,
+            "supportsTerminateRequest": False,
+            "supportsLoadedSourcesRequest": False,
+        }
+
+    def _attach(self, args: dict[str, Any]) -> dict[str, Any]:
+        self.started = True
+        return {}
+
+    def _configurationDone(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def _disconnect(self, args: dict[str, Any]) -> dict[str, Any]:
+        self.started = False
+        return {}
+
+    def _setExceptionBreakpoints(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"breakpoints": []}
+
+    def _debugInfo(self, args: dict[str, Any]) -> dict[str, Any]:
+        from ipykernel.compiler import get_tmp_directory, get_tmp_hash_seed
+
+        return {
+            "isStarted": self.started,
+            "hashMethod": "Murmur2",
+            "hashSeed": get_tmp_hash_seed(),
+            "tmpFilePrefix": get_tmp_directory() + os.sep,
+            "tmpFileSuffix": ".py",
+            "breakpoints": [{"source": path, "breakpoints": lines}
+                            for path, lines in self._breakpoint_lines.items()],
+            "stoppedThreads": [THREAD_ID] if self.started and self.stopped else [],
+            "richRendering": False,
+            "exceptionPaths": [],
+            "copyToGlobals": False,
+        }
+
+    def _dumpCell(self, args: dict[str, Any]) -> dict[str, Any]:
+        code = args.get("code", "")
+        name = cell_file_name(code)
+        os.makedirs(os.path.dirname(name), exist_ok=True)
+        with open(name, "w", encoding="utf-8") as f:
+            f.write(code)
+        return {"sourcePath": name}
+
+    def _threads(self, args: dict[str, Any]) -> dict[str, Any]:
+        if self.workbench.session is None or self.workbench.s.state not in (RunState.STOPPED, RunState.RUNNING):
+            return {"threads": []}
+        return {"threads": [{"id": THREAD_ID, "name": "vCPU 0"}]}
+
+    def frames(self) -> list[dict[str, Any]]:
+        self._require_stopped()
+        symbols = self.workbench.s.symbols
+        out = []
+        for n, pc in iter_frames(self.workbench):
+            # A return address is past the call: look up the call's line.
+            location = symbols.get_source_location(pc if n == 0 else pc - 1)
+            sym = symbols.get_containing(pc)
+            frame: dict[str, Any] = {
+                "id": n + 1,
+                "name": sym.name if sym is not None else f"{pc:#x}",
+                "line": 0, "column": 0,
+                "instructionPointerReference": f"{pc:#x}",
+            }
+            if location is not None:
+                frame.update(source=self._source_ref(location.file), line=location.line, column=1)
+            else:
+                frame["presentationHint"] = "subtle"
+            out.append(frame)
+        return out
+
+    def _stackTrace(self, args: dict[str, Any]) -> dict[str, Any]:
+        frames = self.frames()
+        start = int(args.get("startFrame") or 0)
+        levels = int(args.get("levels") or 0)
+        shown = frames[start:start + levels] if levels else frames[start:]
+        return {"stackFrames": shown, "totalFrames": len(frames)}
+
+    def _scopes(self, args: dict[str, Any]) -> dict[str, Any]:
+        self._require_stopped()
+        index = int(args.get("frameId", 1)) - 1
+        if index < 0:
+            raise DapError(f"no frame {index + 1}")
+        return {"scopes": [
+            {"name": "Registers", "presentationHint": "registers",
+             "variablesReference": REGISTERS_BASE + index, "expensive": False},
+            {"name": "Globals", "variablesReference": GLOBALS_REF, "expensive": False},
+        ]}
+
+    def registers(self, index: int = 0) -> list[dict[str, Any]]:
+        self._require_stopped()
+        s = self.workbench.s
+        if index == 0:
+            values = s.regs.snapshot()
+            names = [n for n in CARD_REGISTERS if n in values] + sorted(set(values) - set(CARD_REGISTERS))
+        else:
+            pcs = dict(iter_frames(self.workbench, index + 1))
+            if index not in pcs:
+                raise DapError(f"no frame {index + 1}")
+            values, names = {"rip": pcs[index]}, ["rip"]
+        return [{"name": name, "value": f"{values[name]:#x}", "type": "uint64",
+                 "evaluateName": f"${name}", "variablesReference": 0} for name in names]
+
+    def globals(self) -> list[dict[str, Any]]:
+        self._require_stopped()
+        s = self.workbench.s
+        debug = s.symbols.debug
+        if debug is None:
+            return []
+        out = []
+        for name, var in sorted(debug.get_globals().items()):
+            try:
+                value = self._global_value(var.address, var.size)
+            except KvmbenchError as error:
+                value = f"<{error}>"
+            out.append({"name": name, "value": value, "type": var.type_name,
+                        "evaluateName": name, "variablesReference": 0,
+                        "memoryReference": f"{var.address:#x}"})
+        return out
+
+    def _global_value(self, address: int, size: int) -> str:
+        mem = self.workbench.s.mem
+        if size in (1, 2, 4, 8):
+            value = mem.read_int(address, size)
+            return f"{value} ({value:#x})"
+        if size == 0:
+            return f"<unknown size> @ {address:#x}"
+        data = mem.read(address, min(size, MAX_SHOWN_BYTES))
+        more = " ..." if size > MAX_SHOWN_BYTES else ""
+        return f"{data.hex(' ')}{more} ({size} bytes @ {address:#x})"
+
+    def _variables(self, args: dict[str, Any]) -> dict[str, Any]:
+        ref = int(args.get("variablesReference", 0))
+        if ref == GLOBALS_REF:
+            return {"variables": self.globals()}
+        if ref >= REGISTERS_BASE:
+            return {"variables": self.registers(ref - REGISTERS_BASE)}
+        return {"variables": []}
+
+    def _inspectVariables(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The variables panel while nothing is stopped in a frame: the globals."""
+        return {"variables": self.globals() if self.stopped else []}
+
+    def _richInspectVariables(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"data": {}, "metadata": {}}
+
+    def _source(self, args: dict[str, Any]) -> dict[str, Any]:
+        path = (args.get("source") or {}).get("path", "")
+        return {"content": self.source_text(path), "mimeType": "text/x-csrc"}
+
+    def source_text(self, path: str) -> str:
+        """The text of a guest source file (or a dumped cell) at ``path``."""
+        if self.workbench.session is not None:
+            file = self.dwarf_file(path)
+            if file is not None:
+                found = self.source_path(file)
+                if found is not None:
+                    return Path(found).read_text(encoding="utf-8", errors="replace")
+        if path.startswith(tempfile.gettempdir()) and os.path.isfile(path):
+            return Path(path).read_text(encoding="utf-8", errors="replace")
+        raise DapError(f"source unavailable: {path}")
+
+    def _setBreakpoints(self, args: dict[str, Any]) -> dict[str, Any]:
+        path = (args.get("source") or {}).get("path", "")
+        wanted = args.get("breakpoints")
+        if wanted is None:
+            wanted = [{"line": line} for line in args.get("lines", [])]
+        session = self.workbench.session
+        file = self.dwarf_file(path) if session is not None else None
+        if file is None:
+            why = "no guest" if session is None else "not a source file of the guest"
+            self._breakpoint_lines[path] = [{"line": bp["line"]} for bp in wanted]
+            return {"breakpoints": [{"verified": False, "line": bp["line"], "message": why} for bp in wanted]}
+        if session.state is not RunState.STOPPED:
+            raise DapError(f"the guest is {session.state.value}; pause it to change breakpoints")
+        for number in self._breakpoints.pop(path, []):
+            if number in session.breakpoints:
+                session.breakpoints.delete(number)
+        numbers, answers = [], []
+        for bp in wanted:
+            line = int(bp["line"])
+            try:
+                engine_bp = session.breakpoints.add(f"{file}:{line}")
+            except KvmbenchError as error:
+                answers.append({"verified": False, "line": line, "message": str(error)})
+                continue
+            numbers.append(engine_bp.number)
+            where = session.symbols.get_source_location(engine_bp.address)
+            answers.append({"id": engine_bp.number, "verified": True,
+                            "line": where.line if where is not None else line,
+                            "source": self._source_ref(file),
+                            "instructionReference": f"{engine_bp.address:#x}"})
+        self._breakpoints[path] = numbers
+        self._breakpoint_lines[path] = [{"line": a["line"]} for a in answers]
+        return {"breakpoints": answers}
+
+    # --- run control ---------------------------------------------------------------
+
+    def start_run(self, command: str) -> None:
+        """Run ``command`` on a worker thread; events tell when it stops."""
+        self._require_stopped()
+        if self._runner is not None and self._runner.is_alive():
+            raise DapError("the guest is already running")
+        self.workbench.check(lookup(command))
+
+        def run() -> None:
+            stop = None
+            try:
+                stop = self.workbench.run(command, "").stop
+            except KvmbenchError:
+                pass
+            self.on_stopped(stop)
+
+        self.on_running()
+        self._runner = threading.Thread(target=run, name=f"dap-{command}", daemon=True)
+        self._runner.start()
+
+    def _continue(self, args: dict[str, Any]) -> dict[str, Any]:
+        self.start_run(RUN_COMMANDS["continue"])
+        return {"allThreadsContinued": True}
+
+    def _next(self, args: dict[str, Any]) -> dict[str, Any]:
+        self.start_run(RUN_COMMANDS["next"])
+        return {}
+
+    def _stepIn(self, args: dict[str, Any]) -> dict[str, Any]:
+        self.start_run(RUN_COMMANDS["stepIn"])
+        return {}
+
+    def _stepOut(self, args: dict[str, Any]) -> dict[str, Any]:
+        self.start_run(RUN_COMMANDS["stepOut"])
+        return {}
+
+    def _pause(self, args: dict[str, Any]) -> dict[str, Any]:
+        self.workbench.pause()
+        return {}
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait for a run started by a DAP request to stop (tests)."""
+        if self._runner is not None:
+            self._runner.join(timeout)
+
