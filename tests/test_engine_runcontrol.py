@@ -200,3 +200,26 @@ def test_stepping_never_enters_the_timer_handler(open_guest, skip_unless) -> Non
     stop = s.cont()
     assert stop.reason is StopReason.EXITED and stop.exit_code == 0, stop.describe()
     assert "ticks = 5" in s.console or "ticks = 6" in s.console
+
+
+def _frames(s) -> list[str]:  # type: ignore[no-untyped-def]
+    return [s.symbols.format_address(pc).split("+")[0] for pc in s.backtrace()]
+
+
+def test_backtrace_at_a_breakpoint_names_the_immediate_caller(open_guest) -> None:
+    # At fib's first instruction rbp is still main's: a plain rbp walk would skip main.
+    s = open_guest("fib", [10])
+    s.breakpoints.add("fib")
+    s.cont()
+    assert _frames(s) == ["fib", "main", "_start"]
+    s.cont()  # fib called from fib
+    assert _frames(s) == ["fib", "fib", "main", "_start"]
+
+
+def test_backtrace_is_the_same_through_the_prologue(open_guest) -> None:
+    s = open_guest("fib", [10])
+    s.breakpoints.add("fib")
+    s.cont()
+    for _ in range(4):  # push rbp, mov rbp rsp, push rbx, sub rsp
+        s.stepi()
+        assert _frames(s) == ["fib", "main", "_start"], s.symbols.format_address(s.pc)

@@ -601,23 +601,50 @@ class Session:
         return instructions.decode(self._mem.read(pc, 16), pc)
 
     def _frame_return(self) -> tuple[int, int]:
-        """(return address, the caller's rsp after return) of the current frame.
-
-        Frame pointers: at a function's first instruction the return address
-        is at rsp; after ``push rbp`` at rsp+8; after that at rbp+8.
-        """
+        """(return address, the caller's rsp after return) of the current frame."""
         regs = self.machine.regs
-        pc, rsp, rbp = regs.rip, regs.rsp, regs.rbp
+        return_address, caller_rsp, _ = self._caller_of(regs.rip, regs.rsp, regs.rbp)
+        return return_address, caller_rsp
+
+    def _caller_of(self, pc: int, rsp: int, rbp: int) -> tuple[int, int, int]:
+        """(return address, caller's rsp after return, caller's rbp) of the
+        frame executing at ``pc`` with these rsp and rbp.
+
+        Frame pointers (System V): at a function's first instruction the
+        return address is at rsp and rbp is still the caller's; after
+        ``push rbp`` it is at rsp+8; once ``mov rbp, rsp`` ran, at rbp+8 with
+        the caller's rbp at [rbp]. Breakpoints sit on first instructions, so
+        a plain rbp walk would skip the immediate caller there.
+        """
         symbol = self.symbols.get_containing(pc)
         offset = pc - symbol.address if symbol is not None else None
         if offset == 0:
-            slot = rsp
+            slot, caller_rbp = rsp, rbp
         elif offset is not None and offset < 4 and self._mem.read(symbol.address, 1) == b"\x55":  # type: ignore[union-attr]
-            # After push rbp, before or at mov rbp,rsp.
-            slot = rsp + 8
+            slot, caller_rbp = rsp + 8, rbp  # after push rbp, at or before mov rbp,rsp
         else:
-            slot = rbp + 8
-        return self._mem.read_u64(slot), slot + 8
+            slot, caller_rbp = rbp + 8, self._mem.read_u64(rbp)
+        return self._mem.read_u64(slot), slot + 8, caller_rbp
+
+    def backtrace(self, limit: int = 64) -> list[int]:
+        """The pcs of the guest's call chain, innermost first (frame pointers;
+        stops at the first frame that does not look like one)."""
+        self._require_stopped()
+        regs = self.machine.regs
+        pc, rsp, rbp = regs.rip, regs.rsp, regs.rbp
+        pcs = [pc]
+        while len(pcs) < limit:
+            try:
+                pc, caller_rsp, rbp = self._caller_of(pc, rsp, rbp)
+            except GuestMemoryError:
+                break
+            # A return address points into known code, and callers' frames
+            # lie above (the stack grows down): anything else ends the walk.
+            if pc == 0 or caller_rsp <= rsp or self.symbols.get_containing(pc) is None:
+                break
+            pcs.append(pc)
+            rsp = caller_rsp
+        return pcs
 
     # Stepping.
 

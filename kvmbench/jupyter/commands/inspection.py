@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 from kvmbench.arch import instructions
 from kvmbench.engine.views import Registers
-from kvmbench.errors import KvmbenchError, UsageError
+from kvmbench.errors import UsageError
 from kvmbench.jupyter.commands.registry import command
 from kvmbench.jupyter.commands.workbench import Workbench
 from kvmbench.jupyter.display import Table, Text
@@ -221,25 +221,8 @@ def _disas(wb: Workbench, args: str) -> object:
 
 
 def iter_frames(wb: Workbench, limit: int = 64) -> Iterator[tuple[int, int]]:
-    """(frame number, pc) from rip up the rbp chain: [rbp] is the caller's
-    rbp, [rbp+8] the return address (System V frame pointers)."""
-    s = wb.s
-    yield 0, s.pc
-    rbp = s.regs.rbp
-    for n in range(1, limit):
-        if rbp == 0 or rbp % 8:
-            return
-        try:
-            saved_rbp = s.mem.read_int(rbp, 8)
-            ret = s.mem.read_int(rbp + 8, 8)
-        except KvmbenchError:
-            return
-        if ret == 0 or s.symbols.get_containing(ret) is None:
-            return
-        yield n, ret
-        if saved_rbp <= rbp:
-            return
-        rbp = saved_rbp
+    """(frame number, pc) of the guest's call chain (:meth:`Session.backtrace`)."""
+    yield from enumerate(wb.s.backtrace(limit))
 
 
 @command("backtrace", "bt", "where")
