@@ -163,3 +163,38 @@ def test_tour_panel_continue_pause_counts_and_plot(lab: Lab, page) -> None:
     # The cells see what the buttons did: same session, same counts.
     text = re.sub(r"\s+", " ", panel.locator(".kvmbench-total-hits").inner_text())
     assert f"{paused_hits} hits logged" == text
+
+
+def test_jupyterlab_debugger_panel_shows_the_stopped_guest(lab: Lab, page) -> None:
+    import nbformat
+    from playwright.sync_api import expect
+
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["kernelspec"] = {"name": "kvmbench", "display_name": "KVM guest (kvmbench)",
+                                       "language": "python"}
+    notebook.cells = [nbformat.v4.new_code_cell(code)
+                      for code in ("%guest fib 10", "break fib", "continue")]
+    nbformat.write(notebook, lab.root / "debugger.ipynb")
+
+    page.goto(f"{lab.url}/lab/tree/debugger.ipynb?token={lab.token}")
+    page.locator(".jp-Notebook").wait_for()
+    expect(page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")).to_have_count(1, timeout=30_000)
+    bug = page.locator(".jp-DebuggerBugButton").first
+    # The toggle is live once JupyterLab has asked the kernel whether it debugs.
+    expect(bug).not_to_have_attribute("title", re.compile("Select a kernel"), timeout=30_000)
+    bug.click()
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+
+    # Stopped at fib's entry: the guest's own stack, its C source, its registers.
+    callstack = page.locator(".jp-DebuggerCallstack")
+    expect(callstack).to_contain_text("_start", timeout=60_000)
+    frames = [line.split()[0] for line in callstack.inner_text().splitlines()
+              if line.strip() and not line.startswith("/")]
+    assert frames[:3] == ["fib", "main", "_start"], frames
+    expect(page.locator(".lm-TabBar-tabLabel").filter(has_text="fib.c")).to_have_count(1)
+    variables = page.locator(".jp-DebuggerVariables")
+    expect(variables).to_contain_text("rip")
+    assert re.search(r"rip:?\s*0x[0-9a-f]+", variables.inner_text()), variables.inner_text()[:200]
+    OUTPUT.mkdir(exist_ok=True)
+    page.screenshot(path=str(OUTPUT / "browser-debugger.png"))

@@ -131,9 +131,16 @@ def test_globals_are_dwarf_globals_with_current_values(stopped):
     globals_ = stopped.adapter.workbench.s.symbols.debug.get_globals()
     assert set(by_name) == set(globals_)
     idt = by_name["idt"]
-    assert idt["type"] == globals_["idt"].type_name
+    assert idt["value"].endswith(f"({globals_['idt'].type_name})")
     first = stopped.adapter.workbench.s.mem.read(globals_["idt"].address, 4).hex(" ")
     assert idt["value"].startswith(first)
+
+
+def test_values_are_typed_as_strings_so_jupyterlab_shows_them(stopped):
+    # JupyterLab renders a variable of any type but "str" by its type name.
+    for ref in (REGISTERS_BASE, GLOBALS_REF):
+        variables = stopped.ok("variables", variablesReference=ref)["variables"]
+        assert variables and all(v["type"] == "str" for v in variables)
 
 
 def test_source_returns_the_guest_c_file(stopped):

@@ -75,6 +75,12 @@ _STOP_REASONS = {
     StopReason.GUEST_TRAP: "exception",
 }
 
+#: JupyterLab's variables view shows a variable's ``value`` only when its
+#: ``type`` is "str" (an "int" goes through parseInt(value, 10), which turns
+#: 0x-prefixed values into 0; any other type is shown instead of the value),
+#: so values go out typed as strings and the C type rides in the value.
+_SHOWN_AS_VALUE = "str"
+
 
 class DapError(Exception):
     """A request that cannot be answered: becomes ``success: false``."""
@@ -321,7 +327,7 @@ class GuestDebugAdapter:
             if index not in pcs:
                 raise DapError(f"no frame {index + 1}")
             values, names = {"rip": pcs[index]}, ["rip"]
-        return [{"name": name, "value": f"{values[name]:#x}", "type": "uint64",
+        return [{"name": name, "value": f"{values[name]:#x}", "type": _SHOWN_AS_VALUE,
                  "evaluateName": f"${name}", "variablesReference": 0} for name in names]
 
     def globals(self) -> list[dict[str, Any]]:
@@ -336,7 +342,7 @@ class GuestDebugAdapter:
                 value = self._global_value(var.address, var.size)
             except KvmbenchError as error:
                 value = f"<{error}>"
-            out.append({"name": name, "value": value, "type": var.type_name,
+            out.append({"name": name, "value": f"{value} ({var.type_name})", "type": _SHOWN_AS_VALUE,
                         "evaluateName": name, "variablesReference": 0,
                         "memoryReference": f"{var.address:#x}"})
         return out
