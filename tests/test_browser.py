@@ -176,7 +176,9 @@ def test_jupyterlab_debugger_panel_shows_the_stopped_guest(lab: Lab, page) -> No
                       for code in ("%guest fib 10", "break fib", "continue")]
     nbformat.write(notebook, lab.root / "debugger.ipynb")
 
-    page.goto(f"{lab.url}/lab/tree/debugger.ipynb?token={lab.token}")
+    # A workspace of its own: the shared server would otherwise restore the
+    # tour's tab from the test before, and toolbar and menus would act on it.
+    page.goto(f"{lab.url}/lab/workspaces/debugger/tree/debugger.ipynb?reset&token={lab.token}")
     page.locator(".jp-Notebook").wait_for()
     expect(page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")).to_have_count(1, timeout=30_000)
     bug = page.locator(".jp-DebuggerBugButton").first
