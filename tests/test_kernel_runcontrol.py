@@ -11,20 +11,15 @@ from pathlib import Path
 import pytest
 from jupyter_client.manager import start_new_kernel
 
-from kvmbench.jupyter.testing import collect, kernelspec_in, run_cell
+from kvmbench.jupyter.testing import collect, kernelspec_in, run_cell, started_kernel
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(scope="module")
 def kernel(tmp_path_factory: pytest.TempPathFactory):
-    with kernelspec_in(Path(tmp_path_factory.mktemp("kernelspec"))) as name:
-        km, kc = start_new_kernel(kernel_name=name, startup_timeout=60)
-        try:
-            yield km, kc
-        finally:
-            kc.stop_channels()
-            km.shutdown_kernel(now=False)
+    with started_kernel(Path(tmp_path_factory.mktemp("kernelspec"))) as started:
+        yield started
 
 
 @pytest.fixture

@@ -30,6 +30,21 @@ def kernelspec_in(prefix: Path) -> Iterator[str]:
             os.environ["JUPYTER_PATH"] = old
 
 
+@contextmanager
+def started_kernel(prefix: Path) -> Iterator[tuple[Any, Any]]:
+    """(KernelManager, client) of a kvmbench kernel from a kernelspec
+    installed under ``prefix``; shut down on exit."""
+    from jupyter_client.manager import start_new_kernel
+
+    with kernelspec_in(prefix) as name:
+        km, kc = start_new_kernel(kernel_name=name, startup_timeout=60)
+        try:
+            yield km, kc
+        finally:
+            kc.stop_channels()
+            km.shutdown_kernel(now=False)
+
+
 @dataclass
 class CellResult:
     status: str
