@@ -7,8 +7,13 @@ import pytest
 
 from kvmbench.backends.capabilities import Feature, HostCapabilities, ProbeResult
 from kvmbench.engine.model import Access, Kind, Mechanism
-from kvmbench.engine.planner import plan_breakpoint, plan_watchpoint, software_trap
-from kvmbench.errors import MechanismUnavailable
+from kvmbench.engine.planner import (
+    parse_mechanism,
+    plan_breakpoint,
+    plan_watchpoint,
+    software_trap,
+)
+from kvmbench.errors import MechanismUnavailable, UsageError
 
 IDEAL = HostCapabilities.assume_all()
 
@@ -117,3 +122,36 @@ def test_watchpoints_move_to_a_freed_hw_slot_and_hw_fails_naming_holders(caps) -
         assert auto.mechanism is Mechanism.INT3  # auto keeps slots free
     finally:
         s.close()
+
+
+def test_a_named_mechanism_is_the_only_choice() -> None:
+    plan = plan_breakpoint(Kind.AUTO, IDEAL, Mechanism.HLT_TRAP)
+    assert mechanisms(plan) == [Mechanism.HLT_TRAP]
+    plan = plan_watchpoint(Kind.AUTO, Access.WRITE, IDEAL, Mechanism.STEP_COMPARE)
+    assert mechanisms(plan) == [Mechanism.STEP_COMPARE]
+
+
+def test_a_named_mechanism_the_host_lacks_fails_with_the_probe_reason() -> None:
+    with pytest.raises(MechanismUnavailable, match="broken here"):
+        plan_watchpoint(Kind.AUTO, Access.WRITE, without(Feature.READONLY_MEMSLOT),
+                        Mechanism.PAGE_TRAP)
+
+
+def test_a_page_trap_cannot_serve_a_read_watch() -> None:
+    with pytest.raises(MechanismUnavailable, match="only stores"):
+        plan_watchpoint(Kind.AUTO, Access.READ, IDEAL, Mechanism.PAGE_TRAP)
+
+
+def test_a_watch_mechanism_cannot_serve_a_breakpoint() -> None:
+    with pytest.raises(UsageError, match="cannot be served"):
+        plan_breakpoint(Kind.AUTO, IDEAL, Mechanism.PAGE_TRAP)
+
+
+@pytest.mark.parametrize("spelling", ["page trap", "PAGE_TRAP", "page_trap", Mechanism.PAGE_TRAP])
+def test_mechanisms_are_named_by_value_or_name(spelling) -> None:  # type: ignore[no-untyped-def]
+    assert parse_mechanism(spelling) is Mechanism.PAGE_TRAP
+
+
+def test_an_unknown_mechanism_lists_the_known_ones() -> None:
+    with pytest.raises(UsageError, match="'page trap'"):
+        parse_mechanism("carrier pigeon")

@@ -40,6 +40,15 @@ class Mechanism(enum.Enum):
         return self in (Mechanism.INT3, Mechanism.HLT_TRAP)
 
 
+class StopOn(enum.Enum):
+    """When a write watch stops the guest (it counts every store either way)."""
+
+    #: Only when the store changed the watched value, as gdb's ``watch``.
+    CHANGE = "change"
+    #: At every store, including one that writes the value already there.
+    STORE = "store"
+
+
 #: A condition is an expression over registers and memory, or a callable
 #: given the session that returns truthy to stop.
 Condition = str | Callable[[Any], object] | None
@@ -65,6 +74,8 @@ class Breakpoint:
     reason: str = ""
     #: Internal breakpoints (finish, until, nexti) are not shown to the user.
     internal: bool = False
+    #: The one mechanism the user asked for, if any (else the planner picks).
+    requested: Mechanism | None = None
 
     @property
     def served_by(self) -> str:
@@ -96,6 +107,9 @@ class Watchpoint:
     mechanism: Mechanism | None = None
     slots: tuple[str, ...] = ()
     reason: str = ""
+    requested: Mechanism | None = None
+    #: Write watches: stop on a changed value (gdb) or at every store.
+    stop_on: StopOn = StopOn.CHANGE
     #: The watched bytes as the engine last saw them (old value of the next hit).
     value: bytes = b""
     last_writer: int | None = None

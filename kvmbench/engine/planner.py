@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from kvmbench.backends.capabilities import Feature, HostCapabilities
 from kvmbench.engine.model import Access, Kind, Mechanism
-from kvmbench.errors import MechanismUnavailable
+from kvmbench.errors import MechanismUnavailable, UsageError
 
 
 @dataclass(frozen=True)
@@ -32,8 +32,45 @@ def software_trap(caps: HostCapabilities) -> Mechanism | None:
     return None
 
 
-def plan_breakpoint(kind: Kind, caps: HostCapabilities) -> Plan:
-    """Candidate mechanisms for an execution breakpoint, best first."""
+#: What each mechanism needs from the host, for requests that name one.
+_NEEDS: dict[Mechanism, Feature] = {
+    Mechanism.HW_EXECUTE: Feature.HW_EXECUTE,
+    Mechanism.INT3: Feature.INT3,
+    Mechanism.HLT_TRAP: Feature.HLT_TRAP,
+    Mechanism.PAGE_TRAP: Feature.READONLY_MEMSLOT,
+    Mechanism.STEP_COMPARE: Feature.SINGLE_STEP,
+}
+_BREAKPOINT_MECHANISMS = (Mechanism.HW_EXECUTE, Mechanism.INT3, Mechanism.HLT_TRAP)
+_WATCH_MECHANISMS = (Mechanism.HW_DATA, Mechanism.PAGE_TRAP, Mechanism.STEP_COMPARE)
+
+
+def parse_mechanism(mechanism: Mechanism | str) -> Mechanism:
+    """A Mechanism from itself, its value ("page trap") or its name ("PAGE_TRAP")."""
+    if isinstance(mechanism, Mechanism):
+        return mechanism
+    text = str(mechanism).strip()
+    for m in Mechanism:
+        if text.lower() in (m.value, m.name.lower()):
+            return m
+    names = ", ".join(repr(m.value) for m in Mechanism)
+    raise UsageError(f"unknown mechanism {mechanism!r}: one of {names}")
+
+
+def _requested(mechanism: Mechanism, feature: Feature, caps: HostCapabilities) -> Plan:
+    if not caps.works(feature):
+        raise MechanismUnavailable(caps.why_not(feature))
+    return Plan(((mechanism, f"{mechanism.value} requested"),))
+
+
+def plan_breakpoint(
+    kind: Kind, caps: HostCapabilities, mechanism: Mechanism | None = None
+) -> Plan:
+    """Candidate mechanisms for an execution breakpoint, best first; only
+    ``mechanism`` if the request names one."""
+    if mechanism is not None:
+        if mechanism not in _BREAKPOINT_MECHANISMS:
+            raise UsageError(f"a breakpoint cannot be served by a {mechanism.value}")
+        return _requested(mechanism, _NEEDS[mechanism], caps)
     sw = software_trap(caps)
     hw_ok = caps.works(Feature.HW_EXECUTE)
     if kind is Kind.SW:
@@ -57,9 +94,20 @@ def plan_breakpoint(kind: Kind, caps: HostCapabilities) -> Plan:
     return Plan(tuple(choices))
 
 
-def plan_watchpoint(kind: Kind, access: Access, caps: HostCapabilities) -> Plan:
-    """Candidate mechanisms for a watchpoint, best first."""
+def plan_watchpoint(
+    kind: Kind, access: Access, caps: HostCapabilities, mechanism: Mechanism | None = None
+) -> Plan:
+    """Candidate mechanisms for a watchpoint, best first; only ``mechanism``
+    if the request names one."""
     hw_feature = Feature.HW_WRITE_WATCH if access is Access.WRITE else Feature.HW_ACCESS_WATCH
+    if mechanism is not None:
+        if mechanism not in _WATCH_MECHANISMS:
+            raise UsageError(f"a watchpoint cannot be served by a {mechanism.value}")
+        if mechanism is Mechanism.PAGE_TRAP and access is not Access.WRITE:
+            raise MechanismUnavailable(
+                f"a page trap sees only stores, not {access.value}s (reads never exit)")
+        return _requested(mechanism, hw_feature if mechanism is Mechanism.HW_DATA
+                          else _NEEDS[mechanism], caps)
     hw_ok = caps.works(hw_feature)
     page_ok = access is Access.WRITE and caps.works(Feature.READONLY_MEMSLOT)
     step_ok = caps.works(Feature.SINGLE_STEP)

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from kvmbench.engine.conditions import CompiledCondition
-from kvmbench.engine.model import Access, Breakpoint, Condition, Kind, Watchpoint
+from kvmbench.engine.model import Access, Breakpoint, Condition, Kind, Mechanism, StopOn, Watchpoint
+from kvmbench.engine.planner import parse_mechanism
 from kvmbench.errors import UsageError
 
 if TYPE_CHECKING:
@@ -44,14 +45,18 @@ class Breakpoints:
         temporary: bool = False,
         tracepoint: bool = False,
         enabled: bool = True,
+        mechanism: Mechanism | str | None = None,
     ) -> Breakpoint:
         """A breakpoint at a symbol, ``symbol+offset``, ``file.c:line`` or address.
 
         Symbols break at their first instruction (gdb's ``break *fib``), so a
         tracepoint counts every call and sees the caller's return address.
+        ``mechanism`` ("hlt trap", "hardware execute slot"...) serves it by
+        exactly that mechanism, or fails saying why the host cannot.
         """
         return self._session._add_breakpoint(
-            location, parse_kind(kind), condition, ignore_count, temporary, tracepoint, enabled
+            location, parse_kind(kind), condition, ignore_count, temporary, tracepoint, enabled,
+            None if mechanism is None else parse_mechanism(mechanism),
         )
 
     def trace(self, location: str | int, **options: object) -> Breakpoint:
@@ -115,10 +120,21 @@ class Watchpoints:
         condition: Condition = None,
         ignore_count: int = 0,
         tracepoint: bool = False,
+        mechanism: Mechanism | str | None = None,
+        stop_on: StopOn | str = StopOn.CHANGE,
     ) -> Watchpoint:
-        """Watch ``length`` bytes (default: the symbol's size, else 8)."""
+        """Watch ``length`` bytes (default: the symbol's size, else 8).
+
+        A write watch counts every storing instruction; it stops when the
+        value changed (``stop_on="change"``, gdb's rule) or at every store
+        (``stop_on="store"``). Read and access watches stop at every access.
+        ``mechanism`` ("page trap", "single-step compare", "hardware data
+        slot") serves it by exactly that mechanism or fails saying why.
+        """
         return self._session._add_watchpoint(
-            location, length, parse_access(access), parse_kind(kind), condition, ignore_count, tracepoint
+            location, length, parse_access(access), parse_kind(kind), condition, ignore_count,
+            tracepoint, None if mechanism is None else parse_mechanism(mechanism),
+            parse_stop_on(stop_on),
         )
 
     def delete(self, number: int) -> None:
@@ -152,3 +168,10 @@ def parse_access(access: Access | str) -> Access:
         return access if isinstance(access, Access) else Access(access.lower())
     except ValueError:
         raise UsageError(f"watch access must be write, read or access, not {access!r}") from None
+
+
+def parse_stop_on(stop_on: StopOn | str) -> StopOn:
+    try:
+        return stop_on if isinstance(stop_on, StopOn) else StopOn(str(stop_on).lower())
+    except ValueError:
+        raise UsageError(f"stop_on must be 'change' or 'store', not {stop_on!r}") from None

@@ -37,6 +37,7 @@ from kvmbench.engine.model import (
     Mechanism,
     RunState,
     Stop,
+    StopOn,
     StopReason,
     Watchpoint,
 )
@@ -193,6 +194,7 @@ class Session:
         temporary: bool,
         tracepoint: bool,
         enabled: bool,
+        mechanism: Mechanism | None = None,
     ) -> Breakpoint:
         self._require_stopped()
         text, address = self._resolve(location)
@@ -210,6 +212,7 @@ class Session:
             temporary=temporary,
             tracepoint=tracepoint,
             enabled=enabled,
+            requested=mechanism,
         )
         if enabled:
             self._serve(bp)
@@ -221,7 +224,7 @@ class Session:
     def _serve(self, bp: Breakpoint) -> None:
         """Give ``bp`` a mechanism and arm it; raises if none can serve."""
         self._armed_generation += 1
-        plan = plan_breakpoint(bp.kind, self.capabilities)
+        plan = plan_breakpoint(bp.kind, self.capabilities, bp.requested)
         failure: KvmbenchError | None = None
         for mechanism, reason in plan.choices:
             try:
@@ -260,7 +263,8 @@ class Session:
     def _replan(self) -> None:
         """Move requests to better mechanisms when slots free up."""
         for wp in self.watchpoints:
-            if wp.enabled and wp.kind is Kind.AUTO and wp.mechanism is not Mechanism.HW_DATA:
+            if (wp.enabled and wp.kind is Kind.AUTO and wp.requested is None
+                    and wp.mechanism is not Mechanism.HW_DATA):
                 plan = plan_watchpoint(wp.kind, wp.access, self.capabilities)
                 needed = len(self._slots.profile.split(wp.address, wp.length))
                 if (plan.choices[0][0] is Mechanism.HW_DATA
@@ -299,6 +303,8 @@ class Session:
         condition: Condition,
         ignore_count: int,
         tracepoint: bool,
+        mechanism: Mechanism | None = None,
+        stop_on: StopOn = StopOn.CHANGE,
     ) -> Watchpoint:
         self._require_stopped()
         text, address = self._resolve(location)
@@ -321,6 +327,8 @@ class Session:
             condition=condition,
             ignore_count=ignore_count,
             tracepoint=tracepoint,
+            requested=mechanism,
+            stop_on=stop_on,
         )
         wp.value = self.mem.read(address, length)
         # Registered before serving: a page trap protects the pages of every
@@ -345,7 +353,7 @@ class Session:
 
     def _serve_watch(self, wp: Watchpoint) -> None:
         self._armed_generation += 1
-        plan = plan_watchpoint(wp.kind, wp.access, self.capabilities)
+        plan = plan_watchpoint(wp.kind, wp.access, self.capabilities, wp.requested)
         failure: KvmbenchError | None = None
         for mechanism, reason in plan.choices:
             if mechanism is Mechanism.HW_DATA:
@@ -1051,10 +1059,14 @@ class Session:
         wp.last_writer = writer
         wp.hit_count += 1
         self.hits.record(wp.number, writer, writer)
+        if wp.tracepoint:
+            return None
+        # Every store counts; a write watch stops only when the value
+        # changed, as gdb's `watch` does, unless asked to stop at every store.
+        if wp.access is Access.WRITE and wp.stop_on is StopOn.CHANGE and new == old:
+            return None
         if wp.ignore_count > 0:
             wp.ignore_count -= 1
-            return None
-        if wp.tracepoint:
             return None
         # pc is where the guest stands (past the access, except for a page
         # trap, whose store has not retired); writer is who made the access.
