@@ -51,8 +51,10 @@ _STRING_STORES = ("stos", "movs", "ins")
 
 #: Reads ``n`` bytes of guest code at an address (may raise GuestMemoryError).
 CodeReader = Callable[[int, int], bytes]
-#: True if a guest-virtual range overlaps the store being attributed.
-Touches = Callable[[int, int], bool]
+#: True if an access of ``size`` bytes at a guest-virtual address accounts
+#: for the store being attributed (for a trapped store: exactly the bytes it
+#: stored to trapped pages; for a data breakpoint: the watched bytes).
+Explains = Callable[[int, int], bool]
 
 
 @dataclass(frozen=True)
@@ -144,14 +146,14 @@ def _registers_before(insn: Instruction, regs: Mapping[str, int]) -> Mapping[str
     return before
 
 
-def _stores_to(insn: Instruction, regs: Mapping[str, int], touches: Touches) -> bool:
+def _stores_to(insn: Instruction, regs: Mapping[str, int], explains: Explains) -> bool:
     for candidate in (_registers_before(insn, regs), regs):
         try:
             accesses = memory_accesses(insn, candidate)
         except (BreakpointError, KeyError):
             # Not modelled exactly (xsave, ...): any memory operand may store.
             return any(op.access.writes for op in insn.memory_operands) and not insn.is_branch
-        if any(a.access.writes and touches(a.address, a.size) for a in accesses):
+        if any(a.access.writes and explains(a.address, a.size) for a in accesses):
             return True
     return False
 
@@ -225,7 +227,7 @@ def find_writer(
     read_code: CodeReader,
     pc: int,
     regs: Mapping[str, int],
-    touches: Touches,
+    explains: Explains,
     *,
     stack_word: int | None = None,
     boundary: int | None = None,
@@ -235,8 +237,8 @@ def find_writer(
     """The instruction that made a store the guest has just completed.
 
     ``pc`` is where the guest stands now and ``regs`` its registers (after
-    the store); ``touches`` says whether a virtual range overlaps the
-    stored bytes; ``stack_word`` is the 8-byte value stored at rsp, if the
+    the store); ``explains`` says whether an access of some bytes at a
+    virtual address accounts for the store; ``stack_word`` is the 8-byte value stored at rsp, if the
     store wrote there (a call's return address); ``boundary`` is a known
     instruction start at or before ``pc`` (its function's address), used to
     choose when several byte sequences could have ended at ``pc``;
@@ -246,12 +248,12 @@ def find_writer(
     if candidates is None:
         candidates = writer_candidates(read_code, pc, boundary=boundary, decoder=decoder)
     here = candidates.here
-    if here is not None and _stores_to(here, regs, touches):
+    if here is not None and _stores_to(here, regs, explains):
         # rip stays on a rep string instruction until its last iteration
         # has been stored and counted (measured: even with rcx now 0).
         return Writer(here, in_progress=True)
     for insn in candidates.before:
-        if _stores_to(insn, regs, touches):
+        if _stores_to(insn, regs, explains):
             return Writer(insn)
     if stack_word is not None:
         # A call: rip is at its target and the return address it pushed

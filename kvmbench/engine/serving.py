@@ -90,6 +90,11 @@ class Serving:
         return any(b.mechanism is not None and b.mechanism.is_software_trap
                    for b in self.armed.get(address, ()))
 
+    @property
+    def write_trap_pages(self) -> frozenset[int]:
+        """Guest-physical pages whose stores the target traps now."""
+        return self._write_trap_pages
+
     def step_compare_watches(self) -> list[Watchpoint]:
         return self._step_watches
 

@@ -75,23 +75,28 @@ class Stores:
             insn = self._decoded[key] = instructions.decode(code, address)
         return insn
 
-    def _touches_pieces(self, pieces: tuple[tuple[int, bytes], ...]):  # type: ignore[no-untyped-def]
-        translate = self._session.target.translate
+    def _explains_pieces(self, pieces: tuple[tuple[int, bytes], ...]):  # type: ignore[no-untyped-def]
+        """An access explains a trapped store if, on trapped pages, it covers
+        exactly the stored pieces (``mov [rdi], eax`` does not explain the
+        8 bytes ``mov [rdi], rax`` stored, though its bytes end the same)."""
+        serving = self._session.serving
+        stored = sorted((pa, pa + len(data)) for pa, data in pieces)
 
-        def touches(address: int, size: int) -> bool:
+        def explains(address: int, size: int) -> bool:
             try:
-                first, last = translate(address), translate(address + size - 1)
+                ranges = serving.physical_pieces(address, size)
             except GuestMemoryError:
                 return False
-            for pa, data in pieces:
-                end = pa + len(data)
-                if (first < end and pa < first + size) or pa <= last < end:
-                    return True
-            return False
+            trapped = serving.write_trap_pages
+            covered = sorted(
+                (max(start, page << 12), min(end, (page + 1) << 12))
+                for start, end in ranges
+                for page in range(start >> 12, ((end - 1) >> 12) + 1) if page in trapped)
+            return _merged(covered) == _merged(stored)
 
-        return touches
+        return explains
 
-    def _find_writer(self, pc: int, touches, stack_word: int | None) -> Writer | None:  # type: ignore[no-untyped-def]
+    def _find_writer(self, pc: int, explains, stack_word: int | None) -> Writer | None:  # type: ignore[no-untyped-def]
         session = self._session
         mem = session._mem
         try:
@@ -111,7 +116,7 @@ class Stores:
                 if len(self._candidates) >= _DECODE_CACHE_LIMIT:
                     self._candidates.clear()
                 self._candidates[key] = candidates
-        return find_writer(mem.read, pc, RegisterValues(session.target), touches,
+        return find_writer(mem.read, pc, RegisterValues(session.target), explains,
                            stack_word=stack_word, decoder=self._decode, candidates=candidates)
 
     def _stack_word(self, pieces: tuple[tuple[int, bytes], ...]) -> int | None:
@@ -144,7 +149,7 @@ class Stores:
                     break
         writer = None
         if touched or over_trap:  # else a store beside a trap byte: nothing to attribute
-            writer = self._find_writer(event.pc, self._touches_pieces(pieces),
+            writer = self._find_writer(event.pc, self._explains_pieces(pieces),
                                        self._stack_word(pieces))
         if over_trap and writer is not None and reads_memory(writer.insn):
             return self._replay(writer, event)
@@ -263,11 +268,11 @@ class Stores:
         session = self._session
         watches = decision.watches
 
-        def touches(address: int, size: int) -> bool:
+        def overlaps(address: int, size: int) -> bool:
             return any(w.address < address + size and address < w.address + w.length
                        for w in watches)
 
-        writer = self._find_writer(decision.pc, touches, None)
+        writer = self._find_writer(decision.pc, overlaps, None)
         for wp in watches:
             if wp.number not in self._pending:
                 self._pending[wp.number] = _Pending(wp, wp.value, decision.address)
@@ -275,3 +280,14 @@ class Stores:
         if writer is None and any(w.mechanism is Mechanism.HW_DATA for w in watches):
             writer_pc = None  # a read or a non-store access: no instruction found
         return self._finish(writer, writer_pc)
+
+
+def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted [start, end) ranges with touching ones joined."""
+    out: list[tuple[int, int]] = []
+    for start, end in ranges:
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
