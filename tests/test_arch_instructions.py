@@ -361,3 +361,21 @@ def test_bit_tests_with_a_register_offset_touch_the_unit_holding_the_bit(
         hex_bytes: str, offset: int, expected: tuple[int, int, OperandAccess]) -> None:
     regs = dict(REGS, rax=offset & (2**64 - 1))
     assert accesses(hex_bytes, regs) == [MemoryAccess(*expected)]
+
+
+def test_a_rep_step_accesses_every_iteration_rcx_counted() -> None:
+    from kvmbench.arch.instructions import string_accesses
+
+    insn = decode(bytes.fromhex("f348a5"), 0x1000)  # rep movsq
+    before = dict(REGS, rcx=12, rflags=0x202)
+    after = dict(before, rcx=0)
+    assert string_accesses(insn, before, after) == [
+        MemoryAccess(0x3000, 96, W), MemoryAccess(0x2000, 96, R)]
+
+
+def test_a_rep_step_backwards_covers_the_elements_below_the_start() -> None:
+    from kvmbench.arch.instructions import string_accesses
+
+    insn = decode(bytes.fromhex("f3aa"), 0x1000)  # rep stosb, DF set
+    before = dict(REGS, rcx=4, rflags=0x602)
+    assert string_accesses(insn, before, dict(before, rcx=1)) == [MemoryAccess(0x2FFE, 3, W)]

@@ -132,3 +132,17 @@ def test_a_cmpxchg_that_failed_cannot_be_replayed() -> None:
     insn = decode(bytes.fromhex("0fb007"), BASE)  # cmpxchg [rdi], al
     with pytest.raises(Unreplayable, match="rax"):
         replay_registers(insn, dict(REGS, rflags=0x202), 0xF4, 0xF4, 1)
+
+
+def test_enter_is_found_from_the_frame_pointer_it_set() -> None:
+    code = pad("c8100000")  # enter 16, 0: rbp = old rsp - 8, rsp = rbp - 16
+    regs = dict(REGS, rbp=0x7FF0, rsp=0x7FE0)
+    writer = find_writer(reader(code), BASE + 20, regs, exactly(0x7FF0, 8))
+    assert writer is not None and str(writer.insn).startswith("enter")
+
+
+def test_the_last_iteration_of_a_rep_store_is_still_its_own() -> None:
+    code = pad("f3a4")  # rep movsb whose only iteration just stored (rcx now 0)
+    regs = dict(REGS, rdi=0x2001, rsi=0x3001, rcx=0)
+    writer = find_writer(reader(code), BASE + 16, regs, exactly(0x2000, 1))
+    assert writer is not None and writer.in_progress

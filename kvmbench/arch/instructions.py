@@ -66,6 +66,7 @@ __all__ = [
     "decode",
     "disassemble",
     "memory_accesses",
+    "string_accesses",
 ]
 
 # An x86 instruction is at most 15 bytes (SDM vol. 2, 2.3.11); reading this
@@ -464,3 +465,26 @@ def _bit_test_displacement(register: str, width: int, size: int, regs: Mapping[s
     if value >= 1 << (8 * width - 1):
         value -= 1 << (8 * width)
     return size * (value // (8 * size))
+
+
+def string_accesses(insn: Instruction, before: Mapping[str, int],
+                    after: Mapping[str, int]) -> list[MemoryAccess]:
+    """What the iterations of a rep-prefixed string instruction touched
+    between two register states: as many elements per operand as rcx went
+    down, from where rsi/rdi stood, in the direction DF says.
+
+    A single-step of a rep instruction runs one iteration on some CPUs and
+    all of them on others (this project's kvm_pvm host), so only the
+    registers tell (SDM vol. 2, REP: rcx counts iterations done).
+    """
+    mask = 0xFFFF_FFFF if insn.address_size == 4 else _MASK64
+    iterations = (before["rcx"] - after["rcx"]) & mask
+    if not iterations:
+        return []
+    down = bool(before["rflags"] & (1 << 10))  # DF
+    accesses: list[MemoryAccess] = []
+    for op, access in zip(insn.memory_operands, memory_accesses(insn, before)):
+        length = op.size * iterations
+        first = access.address - (length - op.size) if down else access.address
+        accesses.append(MemoryAccess(first & _MASK64, length, access.access))
+    return accesses

@@ -131,7 +131,10 @@ def _registers_before(insn: Instruction, regs: Mapping[str, int]) -> Mapping[str
     rsi/rdi of a string instruction)."""
     before = _Overlay(regs, {})
     name = _base_name(insn)
-    if name in ("push", "pushfq", "pushf", "call", "enter"):
+    if name == "enter":
+        # enter N, 0: push rbp; rbp = rsp; rsp -= N (SDM vol. 2, ENTER).
+        before["rsp"] = (regs["rbp"] + 8) & _MASK64
+    elif name in ("push", "pushfq", "pushf", "call"):
         size = 2 if any(op.implicit and op.size == 2 for op in insn.memory_operands) else 8
         before["rsp"] = (regs["rsp"] + size) & _MASK64
     elif name in ("pop", "popfq", "popf"):
@@ -143,6 +146,8 @@ def _registers_before(insn: Instruction, regs: Mapping[str, int]) -> Mapping[str
                 before[register] = (regs[register] - step) & _MASK64
             except KeyError:
                 pass
+        if insn.repeat:  # one iteration undone gives rcx its count back
+            before["rcx"] = (regs["rcx"] + 1) & _MASK64
     return before
 
 

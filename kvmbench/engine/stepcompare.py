@@ -33,11 +33,13 @@ _DECODE_CACHE_LIMIT = 4096
 
 @dataclass(frozen=True)
 class Expectation:
-    """What the instruction at ``pc`` will access (None: cannot tell)."""
+    """What the instruction at ``pc`` will access (None: cannot tell); for
+    a rep string instruction, the registers its iterations count from."""
 
     pc: int
     insn: Instruction | None
     accesses: list[MemoryAccess] | None
+    string_registers: dict[str, int] | None = None
 
 
 @dataclass
@@ -83,10 +85,16 @@ class StepCompare:
             insn = self.decode(pc)
         except KvmbenchError:
             return Expectation(pc, None, None)
+        regs = RegisterValues(target)
         try:
-            return Expectation(pc, insn, instructions.memory_accesses(insn, RegisterValues(target)))
+            accesses = instructions.memory_accesses(insn, regs)
         except (KvmbenchError, KeyError):
             return Expectation(pc, insn, None)  # fall back to comparing values
+        if insn.repeat:
+            for name in ("rcx", "rsi", "rdi", "rflags"):
+                regs[name]
+            return Expectation(pc, insn, accesses, dict(regs))
+        return Expectation(pc, insn, accesses)
 
     def _interrupt_accesses(self, event: Stepped) -> list[MemoryAccess] | None:
         assert event.interrupt_frame is not None
@@ -110,6 +118,10 @@ class StepCompare:
         if event.interrupt_handler is not None or event.interrupt_frame is not None:
             accesses = self._interrupt_accesses(event)
             insn = None
+        if before.string_registers is not None and insn is not None and accesses is not None:
+            # However many iterations the step ran, the registers count them.
+            accesses = instructions.string_accesses(
+                insn, before.string_registers, RegisterValues(session.target))
         in_progress = (insn is not None and insn.repeat and session.target.pc == before.pc)
         if self._gathering_pc is not None and self._gathering_pc != before.pc:
             self._gathering.clear()  # the instruction it waited for never finished here
