@@ -97,3 +97,7 @@ class ConditionError(BreakpointError):
 
 class SessionStateError(KvmbenchError):
     """The command needs another session state (no guest, running, exited)."""
+
+
+class QemuError(KvmbenchError):
+    """QEMU is missing, failed to start, exited, or refused a QMP command."""
