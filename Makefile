@@ -30,16 +30,15 @@ browser:
 
 # QEMU for the qemu target and Linux sessions, busybox-static for the Linux
 # initramfs, gdb and lldb as reference debuggers: Debian's packages, each
-# installed only where its program is missing (needs root, as browser does).
-DEBIAN_PACKAGES := qemu-system-x86:/usr/bin/qemu-system-x86_64 busybox-static:/bin/busybox \
-	gdb:/usr/bin/gdb lldb:/usr/bin/lldb
+# installed only where missing (needs root, as browser does).
+DEBIAN_PACKAGES := qemu-system-x86 busybox-static gdb lldb
 debian:
-	@missing=""; for entry in $(DEBIAN_PACKAGES); do \
-		[ -x "$${entry#*:}" ] || missing="$$missing $${entry%%:*}"; \
+	@missing=""; for package in $(DEBIAN_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$package 2>/dev/null | grep -q "ok installed" || missing="$$missing $$package"; \
 	done; \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	elif [ -n "$$missing" ]; then echo "kvmbench needs Debian's$$missing (run make as root to install)"; fi
+	elif [ -n "$$missing" ]; then echo "kvmbench needs Debian's$$missing (run make as root to install them)"; fi
 
 ## guests: rebuild the bundled guest ELFs from kvmbench/guests/src
 guests:
