@@ -290,3 +290,42 @@ def test_kvm_accel_check_gives_a_reason_in_one_line() -> None:
 
 def test_errors_are_kvmbench_errors() -> None:
     assert issubclass(QemuError, KvmbenchError)
+
+
+def test_memory_reads_guest_ram_while_it_runs(start, guest) -> None:
+    qemu = start()
+    qemu.cont()
+    qemu.wait_for_console("K", 30)
+    first = read_counter(qemu, guest[1])
+    time.sleep(0.05)
+    second = read_counter(qemu, guest[1])
+    assert second > first or qemu.exited
+
+
+def test_memory_reads_agree_with_qmp_pmemsave_and_hmp_xp(start, guest) -> None:
+    qemu = start()
+    qemu.cont()
+    qemu.wait_for_console("K", 30)
+    qemu.stop()
+    ours = qemu.read_physical(guest[1], 4)
+    assert qemu.pmemsave(guest[1], 4) == ours
+    xp = qemu.qmp("human-monitor-command", **{"command-line": f"xp /1wx {guest[1]:#x}"})
+    assert int(xp.split()[-1], 16) == struct.unpack("<I", ours)[0]
+
+
+def test_memory_outside_ram_is_a_clear_error(start) -> None:
+    from kvmbench.errors import GuestMemoryError
+
+    qemu = start()
+    with pytest.raises(GuestMemoryError, match="not in RAM"):
+        qemu.read_physical(0xFFFF_0000_0000, 8)
+
+
+def test_memory_sizes_read_as_qemu_reads_them() -> None:
+    from kvmbench.backends.qemu import memory_bytes
+
+    assert memory_bytes("512M") == 512 << 20
+    assert memory_bytes("2G") == 2 << 30
+    assert memory_bytes("256") == 256 << 20
+    with pytest.raises(QemuError):
+        memory_bytes("lots")

@@ -30,6 +30,7 @@ import ctypes
 import logging
 import os
 import queue
+import re
 import shlex
 import shutil
 import signal
@@ -45,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kvmbench.errors import QemuError
+from kvmbench.errors import GuestMemoryError, QemuError
 
 __all__ = [
     "PluginSpec",
@@ -54,6 +55,8 @@ __all__ = [
     "kvm_accel_usable",
     "decode_exit_status",
     "DEBUG_EXIT_DEVICE",
+    "GuestMemory",
+    "memory_bytes",
 ]
 
 QEMU_BINARY = "qemu-system-x86_64"
@@ -134,13 +137,14 @@ class QemuOptions:
         if self.initrd is not None and self.kernel is None:
             raise QemuError("an initrd needs a kernel")
         accel = "tcg,thread=multi" if self.accel == "tcg" and self.smp > 1 else self.accel
+        machine = f"{self.machine},accel={accel}"
         argv = [
             self.binary,
             "-S",
             "-nodefaults",
             "-no-user-config",
             "-nographic",
-            "-machine", f"{self.machine},accel={accel}",
+            "-machine", machine,
             "-m", self.memory,
             "-smp", str(self.smp),
             "-chardev", f"socket,id=qmp,path={directory / 'qmp.sock'},server=on,wait=off",
@@ -173,6 +177,19 @@ class QemuOptions:
 
     def socket_names(self) -> list[str]:
         return ["qmp", "gdb", "console", *self.serials]
+
+
+def memory_bytes(size: str) -> int:
+    """QEMU's ``-m`` size in bytes: a number with an optional K/M/G/T
+    suffix, megabytes when there is none (docs/system/invocation.rst)."""
+    text = size.strip().upper().removesuffix("B")
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    try:
+        if text and text[-1] in scale:
+            return int(float(text[:-1]) * scale[text[-1]])
+        return int(float(text) * (1 << 20))
+    except ValueError:
+        raise QemuError(f"memory size {size!r} is not a number with K, M, G or T") from None
 
 
 def _check_name(name: str) -> None:
@@ -339,6 +356,70 @@ class _QmpConnection:
             self._loop.close()
 
 
+_MTREE_RAM = re.compile(r"^\s*([0-9a-f]+)-([0-9a-f]+) \(prio -?\d+, ram\): (\S+)", re.M)
+
+
+class GuestMemory:
+    """The guest's RAM read and written straight in QEMU's address space
+    through /proc/PID/mem: a few microseconds a read, while the guest runs,
+    no QMP round trip (ptrace access to QEMU, our own child, is needed).
+
+    Guest physical ranges come from QEMU's flat view of the "memory"
+    address space (``info mtree -f``), each range's host address from HMP
+    ``gpa2hva``; a RAM block is contiguous in QEMU's memory.
+    """
+
+    def __init__(self, pid: int, ranges: list[tuple[int, int, int]]) -> None:
+        self._fd = os.open(f"/proc/{pid}/mem", os.O_RDWR | os.O_CLOEXEC)
+        #: (guest physical start, end, host virtual address), sorted.
+        self.ranges = sorted(ranges)
+
+    @classmethod
+    def of(cls, qemu: "Qemu") -> "GuestMemory":
+        def hmp(line: str) -> str:
+            return str(qemu.qmp("human-monitor-command", **{"command-line": line}))
+
+        section = hmp("info mtree -f").split('AS "memory"', 1)[-1].split("FlatView", 1)[0]
+        ranges = []
+        for match in _MTREE_RAM.finditer(section):
+            start, end = int(match[1], 16), int(match[2], 16) + 1
+            answer = hmp(f"gpa2hva {start:#x}")  # "Host virtual address for 0x0 (pc.ram) is 0x7f..."
+            hva = re.search(r"is (0x[0-9a-f]+)", answer)
+            if hva is None:
+                raise QemuError(f"QEMU gave no host address for guest RAM at {start:#x}: {answer.strip()}")
+            ranges.append((start, end, int(hva[1], 16)))
+        if not ranges:
+            raise QemuError("QEMU's memory map shows no RAM")
+        try:
+            return cls(qemu.pid, ranges)
+        except OSError as exc:
+            raise QemuError(f"cannot read QEMU's memory (/proc/{qemu.pid}/mem): {exc.strerror}") from None
+
+    def _host(self, address: int, size: int) -> int:
+        for start, end, hva in self.ranges:
+            if start <= address and address + size <= end:
+                return hva + address - start
+        raise GuestMemoryError(f"guest physical {address:#x}+{size:#x} is not in RAM")
+
+    def read(self, address: int, size: int) -> bytes:
+        """``size`` bytes at guest physical ``address``."""
+        host = self._host(address, size)
+        data = os.pread(self._fd, size, host)
+        if len(data) != size:
+            raise GuestMemoryError(f"read {len(data)} of {size} bytes at guest physical {address:#x}")
+        return data
+
+    def write(self, address: int, data: bytes) -> None:
+        host = self._host(address, len(data))
+        if os.pwrite(self._fd, data, host) != len(data):
+            raise GuestMemoryError(f"short write at guest physical {address:#x}")
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
 class Qemu:
     """A running qemu-system-x86_64; create with :meth:`start`."""
 
@@ -356,6 +437,7 @@ class Qemu:
         self._console_lock = threading.Condition()
         self._on_console: Callable[[str], None] | None = None
         self._stderr: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
+        self._memory: GuestMemory | None = None
         self._threads: list[threading.Thread] = []
         self._socket_timeout = SOCKET_TIMEOUT
         self._closed = False
@@ -384,6 +466,7 @@ class Qemu:
         qemu._on_console = on_console
         qemu._socket_timeout = socket_timeout
         try:
+            memory_bytes(options.memory)  # a bad size fails here, not in QEMU
             argv = options.command_line(qemu.directory)
             argv[0] = binary
             qemu._launch(argv)
@@ -611,10 +694,24 @@ class Qemu:
         self.qmp("stop")
 
     def read_physical(self, address: int, size: int) -> bytes:
-        """``size`` bytes of guest physical memory at ``address`` (QMP
-        pmemsave into the private directory; works while the guest runs)."""
+        """``size`` bytes of guest physical memory at ``address``; works
+        while the guest runs (through :attr:`memory`)."""
         if size <= 0:
             return b""
+        return self.memory.read(address, size)
+
+    @property
+    def memory(self) -> GuestMemory:
+        """The guest's RAM, read in QEMU's own memory (set up on first use)."""
+        if self._memory is None:
+            if self._closed:
+                raise QemuError("QEMU is closed")
+            self._memory = GuestMemory.of(self)
+        return self._memory
+
+    def pmemsave(self, address: int, size: int) -> bytes:
+        """Guest physical memory through QMP ``pmemsave`` into the private
+        directory (~4 ms a call): the portable way, for comparison."""
         path = self.directory / f"pmem-{threading.get_ident()}"
         self.qmp("pmemsave", val=address, size=size, filename=str(path))
         try:
@@ -694,6 +791,8 @@ class Qemu:
             process.wait()
         if self._qmp is not None:
             self._qmp.close()
+        if self._memory is not None:
+            self._memory.close()
         if self._console_socket is not None:
             self._console_socket.close()
         for thread in self._threads:
