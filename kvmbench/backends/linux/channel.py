@@ -121,33 +121,13 @@ class GuestChannel:
 
     def run(self, command: str, timeout: float) -> CommandResult:
         """Run ``command`` with the guest's /bin/sh -c and wait for it."""
-        self.send("C", command.encode())
-        deadline = time.monotonic() + timeout
-        output = bytearray()
-        while True:
-            try:
-                kind, payload = self.receive(deadline)
-            except TimeoutError:
-                self._kill_after_timeout()
-                raise CommandTimeout(command, timeout, output.decode(errors="replace")) from None
-            if kind == "O":
-                output += payload
-            elif kind == "X":
-                (status,) = struct.unpack("<I", payload)
-                return CommandResult(output.decode(errors="replace"), status)
-            else:
-                raise ChannelError(f"unexpected {kind!r} message while a command ran")
+        return self.start(command).wait(timeout)
 
-    def _kill_after_timeout(self) -> None:
-        self.send("K")
-        deadline = time.monotonic() + 10.0
-        while True:
-            try:
-                kind, _ = self.receive(deadline)
-            except TimeoutError:
-                raise ChannelError("the guest's init did not end a timed-out command") from None
-            if kind == "X":
-                return
+    def start(self, command: str) -> "RunningCommand":
+        """Start ``command`` and return at once; the caller runs the guest
+        and collects the result (one command at a time)."""
+        self.send("C", command.encode())
+        return RunningCommand(self, command)
 
     def read_file(self, path: str, timeout: float) -> bytes:
         """A guest file's contents (a /proc file is read to its end)."""
@@ -169,3 +149,54 @@ class GuestChannel:
                 return bytes(data)
             else:
                 raise ChannelError(f"unexpected {kind!r} message while reading {path}")
+
+
+class RunningCommand:
+    """A guest command started with :meth:`GuestChannel.start`."""
+
+    def __init__(self, channel: GuestChannel, command: str) -> None:
+        self.channel = channel
+        self.command = command
+        self._output = bytearray()
+        self.result: CommandResult | None = None
+
+    @property
+    def output(self) -> str:
+        """What the command printed so far."""
+        return self._output.decode(errors="replace")
+
+    def poll(self, timeout: float = 0.0) -> CommandResult | None:
+        """Take what has arrived within ``timeout`` seconds; the result once
+        the command has ended, else None."""
+        deadline = time.monotonic() + timeout
+        while self.result is None:
+            try:
+                kind, payload = self.channel.receive(deadline)
+            except TimeoutError:
+                return None
+            if kind == "O":
+                self._output += payload
+            elif kind == "X":
+                (status,) = struct.unpack("<I", payload)
+                self.result = CommandResult(self._output.decode(errors="replace"), status)
+            else:
+                raise ChannelError(f"unexpected {kind!r} message while a command ran")
+        return self.result
+
+    def wait(self, timeout: float) -> CommandResult:
+        """The result; after ``timeout`` seconds the command is killed and
+        :class:`CommandTimeout` raised."""
+        result = self.poll(timeout)
+        if result is None:
+            self.kill()
+            raise CommandTimeout(self.command, timeout, self.output)
+        return result
+
+    def kill(self) -> CommandResult:
+        """Kill the command's process group and wait for its end."""
+        if self.result is None:
+            self.channel.send("K")
+            if self.poll(10.0) is None:
+                raise ChannelError("the guest's init did not end a killed command")
+        assert self.result is not None
+        return self.result

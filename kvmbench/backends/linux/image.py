@@ -58,6 +58,8 @@ class KernelImage:
     release: str | None = None
     config: Path | None = None
     package: Path | None = None
+    #: The uncompressed kernel ELF, when there is one (it may not be ``path``).
+    vmlinux: Path | None = None
 
     @property
     def is_elf(self) -> bool:
@@ -181,7 +183,9 @@ def _cached(directory: Path) -> KernelImage | None:
     release = (directory / "release").read_text().strip() if (directory / "release").exists() else None
     config = directory / "config"
     debs = sorted(directory.glob("*.deb"))
-    return KernelImage(vmlinux, bzimage, release, config if config.exists() else None, debs[0] if debs else None)
+    return KernelImage(
+        vmlinux, bzimage, release, config if config.exists() else None, debs[0] if debs else None, vmlinux
+    )
 
 
 def debian_kernel(*, fetch: bool = True, progress: bool = False) -> KernelImage:
@@ -310,7 +314,7 @@ def kernel_image(path: str | os.PathLike[str] | None) -> KernelImage:
             raise KernelImageError(
                 f"{source} is an ELF without a PVH note (CONFIG_PVH): QEMU cannot boot it; give its bzImage"
             )
-        return KernelImage(source)
+        return KernelImage(source, vmlinux=source)
     data = source.read_bytes()
     release = bzimage_release(data)
     directory = cache_dir("kernels", "user-" + content_hash(data))
@@ -323,8 +327,8 @@ def kernel_image(path: str | os.PathLike[str] | None) -> KernelImage:
                 raise
             return KernelImage(source, source, release)  # boots, just slower
     if not has_pvh_note(vmlinux):
-        return KernelImage(source, source, release)
-    return KernelImage(vmlinux, source, release)
+        return KernelImage(source, source, release, vmlinux=vmlinux)
+    return KernelImage(vmlinux, source, release, vmlinux=vmlinux)
 
 
 def _debian_cached() -> bool:
