@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test browser debian linux-image guests bench probe clean
+.PHONY: lab test browser debian linux-image linux-debug guests bench probe clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,11 @@ linux-image: $(STAMP) debian
 	@if command -v apt-get >/dev/null && [ -z "$$(apt-cache depends linux-image-amd64 2>/dev/null | grep Depends)" ] \
 		&& [ "$$(id -u)" = 0 ]; then apt-get update -qq; fi
 	$(BIN)/python -m kvmbench.backends.linux.image || echo "kvmbench: no Linux kernel image; the Linux tests will skip"
+
+## linux-debug: also the kernel's vmlinux with DWARF (Debian's -dbg package,
+## ~860 MB download), for drgn's types: task lists, dmesg
+linux-debug: linux-image
+	$(BIN)/python -m kvmbench.backends.linux.image --debug
 
 ## guests: rebuild the bundled guest ELFs from kvmbench/guests/src
 guests:

@@ -294,6 +294,55 @@ def extract_modules(image: KernelImage, names: list[str]) -> dict[str, Path]:
     return {wanted[name]: path for name, path in found.items()}
 
 
+def debian_debug_vmlinux(image: KernelImage, *, progress: bool = False) -> Path:
+    """The vmlinux with DWARF for Debian's kernel ``image``, from its -dbg
+    package (about 860 MB, fetched on request only: ``make linux-debug``).
+    Only the one file is unpacked into the cache; the package is not kept."""
+    if image.package is None or image.release is None:
+        raise KernelImageError("debug info comes from Debian's -dbg package; this kernel is not Debian's")
+    directory = image.package.parent
+    target = directory / "vmlinux.debug"
+    if target.exists():
+        return target
+    package = f"linux-image-{image.release}-dbg"
+    member = f"usr/lib/debug/boot/vmlinux-{image.release}"
+    with tempfile.TemporaryDirectory(dir=directory, prefix=".download-") as tmp:
+        work = Path(tmp)
+        os.chmod(work, 0o777)
+        if progress:
+            print(f"kvmbench: downloading {package} (large) ...", file=sys.stderr, flush=True)
+        _run(["apt-get", "download", "-q", package], cwd=work)
+        debs = sorted(work.glob("*.deb"))
+        if not debs:
+            raise KernelImageError(f"apt-get download {package} left no .deb")
+        partial = directory / ".vmlinux.debug.part"
+        with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(debs[0])], stdout=subprocess.PIPE) as dpkg:
+            assert dpkg.stdout is not None
+            with tarfile.open(fileobj=dpkg.stdout, mode="r|") as tar:
+                for entry in tar:
+                    if entry.name.removeprefix("./") != member or not entry.isfile():
+                        continue
+                    source = tar.extractfile(entry)
+                    assert source is not None
+                    with open(partial, "wb") as out:
+                        copied = 0
+                        for block in iter(lambda: source.read(1 << 22), b""):
+                            out.write(block)
+                            copied += len(block)
+                            if progress:
+                                bar = "#" * int(40 * copied / max(entry.size, 1))
+                                print(f"\rkvmbench: unpacking vmlinux [{bar:40s}] {copied >> 20} MiB",
+                                      end="", file=sys.stderr, flush=True)
+                    if progress:
+                        print(file=sys.stderr)
+                    break
+            dpkg.stdout.close()
+    if not partial.exists():
+        raise KernelImageError(f"{package} has no /{member}")
+    os.replace(partial, target)
+    return target
+
+
 # -- a user's own kernel ----------------------------------------------------
 
 
@@ -337,14 +386,18 @@ def _debian_cached() -> bool:
     return any(_cached(d) is not None for d in base.glob("linux-image-*"))
 
 
-def main() -> int:
-    """``make linux-image``: fetch Debian's current kernel into the cache."""
+def main(argv: list[str] | None = None) -> int:
+    """``make linux-image``: fetch Debian's current kernel into the cache;
+    with ``--debug`` (``make linux-debug``) also its vmlinux with DWARF."""
+    args = sys.argv[1:] if argv is None else argv
     try:
         image = debian_kernel(progress=True)
+        print(f"kvmbench: Debian kernel {image.release}: {image.path}")
+        if "--debug" in args:
+            print(f"kvmbench: its debug info: {debian_debug_vmlinux(image, progress=True)}")
     except KvmbenchError as exc:
         print(f"kvmbench: {exc}", file=sys.stderr)
         return 1
-    print(f"kvmbench: Debian kernel {image.release}: {image.path}")
     return 0
 
 

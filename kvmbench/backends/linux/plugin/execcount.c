@@ -10,10 +10,11 @@
  *   [0] magic "KVBCOUNT"   [1] capacity N   [2] generation   [3] slots used
  *   [4] translations seen  [5] instructions instrumented   [6-7] reserved
  *   then N addresses (0 = an empty slot), then N counts.
- * kvmbench writes addresses, then bumps the generation; the plugin
- * rebuilds its lookup at the next translation and asks QEMU to retranslate
- * everything (qemu_plugin_reset), so code translated before sees the new
- * table too.
+ * kvmbench writes addresses, then bumps the generation. The plugin notices
+ * at the next translation or the next time a vCPU resumes (after a stop,
+ * or on waking from idle) and has QEMU drop every translation
+ * (qemu_plugin_reset), so code translated before sees the new table too;
+ * a stop and continue therefore makes a change exact from that point.
  *
  * Counting is an inline "add 1" into the count itself (no call into the
  * plugin per hit), which is exact with one vCPU. With several vCPUs
@@ -70,6 +71,7 @@ typedef void (*qemu_plugin_simple_cb_t)(qemu_plugin_id_t id);
 typedef void (*qemu_plugin_udata_cb_t)(qemu_plugin_id_t id, void *userdata);
 typedef void (*qemu_plugin_vcpu_udata_cb_t)(unsigned int vcpu_index, void *userdata);
 typedef void (*qemu_plugin_vcpu_tb_trans_cb_t)(qemu_plugin_id_t id, struct qemu_plugin_tb *tb);
+typedef void (*qemu_plugin_vcpu_simple_cb_t)(qemu_plugin_id_t id, unsigned int vcpu_index);
 
 extern void qemu_plugin_register_vcpu_tb_trans_cb(qemu_plugin_id_t id, qemu_plugin_vcpu_tb_trans_cb_t cb);
 extern size_t qemu_plugin_tb_n_insns(const struct qemu_plugin_tb *tb);
@@ -79,6 +81,7 @@ extern void qemu_plugin_register_vcpu_insn_exec_inline(struct qemu_plugin_insn *
 						       void *ptr, uint64_t imm);
 extern void qemu_plugin_register_vcpu_insn_exec_cb(struct qemu_plugin_insn *insn, qemu_plugin_vcpu_udata_cb_t cb,
 						   enum qemu_plugin_cb_flags flags, void *userdata);
+extern void qemu_plugin_register_vcpu_resume_cb(qemu_plugin_id_t id, qemu_plugin_vcpu_simple_cb_t cb);
 extern void qemu_plugin_reset(qemu_plugin_id_t id, qemu_plugin_simple_cb_t cb);
 extern void qemu_plugin_outs(const char *string);
 
@@ -152,6 +155,13 @@ static void count_atomically(unsigned int vcpu_index, void *userdata)
 }
 
 static void translated(qemu_plugin_id_t id, struct qemu_plugin_tb *tb);
+static void resumed(qemu_plugin_id_t id, unsigned int vcpu_index);
+
+static void register_callbacks(qemu_plugin_id_t id)
+{
+	qemu_plugin_register_vcpu_tb_trans_cb(id, translated);
+	qemu_plugin_register_vcpu_resume_cb(id, resumed);
+}
 
 static void after_reset(qemu_plugin_id_t id)
 {
@@ -159,10 +169,10 @@ static void after_reset(qemu_plugin_id_t id)
 	 * with the new table. */
 	rebuild_lookup();
 	__atomic_store_n(&resetting, false, __ATOMIC_RELEASE);
-	qemu_plugin_register_vcpu_tb_trans_cb(id, translated);
+	register_callbacks(id);
 }
 
-static void translated(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
+static void check_generation(qemu_plugin_id_t id)
 {
 	/* after_reset runs with every vCPU stopped (QEMU resets plugins as
 	 * exclusive work), so the lookup is only ever rebuilt there. */
@@ -172,6 +182,17 @@ static void translated(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 						__ATOMIC_ACQUIRE))
 			qemu_plugin_reset(id, after_reset);
 	}
+}
+
+static void resumed(qemu_plugin_id_t id, unsigned int vcpu_index)
+{
+	(void)vcpu_index;
+	check_generation(id);
+}
+
+static void translated(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
+{
+	check_generation(id);
 	__atomic_fetch_add(&table[H_TRANSLATIONS], 1, __ATOMIC_RELAXED);
 	size_t n = qemu_plugin_tb_n_insns(tb);
 	for (size_t i = 0; i < n; i++) {
@@ -241,6 +262,6 @@ EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int
 	if (!lookup_keys || !lookup_slots)
 		return fail("out of memory");
 	rebuild_lookup();
-	qemu_plugin_register_vcpu_tb_trans_cb(id, translated);
+	register_callbacks(id);
 	return 0;
 }
