@@ -240,10 +240,18 @@ def debian_kernel(*, fetch: bool = True, progress: bool = False) -> KernelImage:
     return image
 
 
+def _fsys_tarfile(deb: Path) -> subprocess.Popen[bytes]:
+    """dpkg-deb streaming a package's files as a tar archive. Its stderr
+    is dropped: it complains of a broken pipe when we stop reading early."""
+    return subprocess.Popen(
+        ["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+
+
 def _extract_boot(deb: Path, directory: Path) -> dict[str, Path]:
     """/boot/{vmlinuz,config}-* from a kernel .deb, by kind."""
     found: dict[str, Path] = {}
-    with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE) as dpkg:
+    with _fsys_tarfile(deb) as dpkg:
         assert dpkg.stdout is not None
         with tarfile.open(fileobj=dpkg.stdout, mode="r|") as tar:
             for member in tar:
@@ -276,7 +284,7 @@ def extract_modules(image: KernelImage, names: list[str]) -> dict[str, Path]:
     wanted = {name.replace("-", "_"): name for name in names}
     found = {name: directory / f"{name}.ko" for name in wanted if (directory / f"{name}.ko").exists()}
     if len(found) < len(wanted):
-        with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(image.package)], stdout=subprocess.PIPE) as dpkg:
+        with _fsys_tarfile(image.package) as dpkg:
             assert dpkg.stdout is not None
             with tarfile.open(fileobj=dpkg.stdout, mode="r|") as tar:
                 for member in tar:
@@ -316,7 +324,7 @@ def debian_debug_vmlinux(image: KernelImage, *, progress: bool = False) -> Path:
         if not debs:
             raise KernelImageError(f"apt-get download {package} left no .deb")
         partial = directory / ".vmlinux.debug.part"
-        with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(debs[0])], stdout=subprocess.PIPE) as dpkg:
+        with _fsys_tarfile(debs[0]) as dpkg:
             assert dpkg.stdout is not None
             with tarfile.open(fileobj=dpkg.stdout, mode="r|") as tar:
                 for entry in tar:

@@ -68,12 +68,19 @@ def busybox_applets(busybox: Path = BUSYBOX) -> list[str]:
 
 
 def check_busybox(busybox: Path = BUSYBOX) -> None:
+    """The initramfs has no shared libraries: busybox must be static (no
+    PT_INTERP program header naming a dynamic loader)."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
     if not busybox.exists():
         raise InitramfsError(f"{busybox} not found: install Debian's busybox-static (make debian)")
-    with open(busybox, "rb") as stream:
-        head = stream.read(4096)
-    # A dynamic busybox has a PT_INTERP (its interpreter's path) near the start.
-    if b"/lib64/ld-linux" in head or b"/lib/ld-linux" in head:
+    try:
+        with open(busybox, "rb") as stream:
+            dynamic = any(segment.header.p_type == "PT_INTERP" for segment in ELFFile(stream).iter_segments())
+    except ELFError:
+        raise InitramfsError(f"{busybox} is not an ELF executable") from None
+    if dynamic:
         raise InitramfsError(f"{busybox} is dynamically linked: install Debian's busybox-static")
 
 

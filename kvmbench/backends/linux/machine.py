@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kvmbench.backends.linux.cache import cache_dir, content_hash
+from kvmbench.backends.linux.cache import atomic_write, cache_dir, content_hash
 from kvmbench.backends.linux.channel import ChannelError, CommandResult, GuestChannel, RunningCommand
 from kvmbench.backends.linux.image import KernelImage, extract_modules, kernel_image
 from kvmbench.backends.linux.initramfs import InitramfsSpec, build_initramfs, combined_initrd
@@ -262,7 +262,7 @@ class LinuxMachine:
         prepared = time.monotonic()
         directory = cache_dir("snapshots", plan.key)
         image = directory / "machine.snapshot"
-        if snapshot and image.exists():
+        if snapshot and image.exists() and (directory / "machine.json").exists():
             try:
                 machine = cls._restore(plan, image, directory, on_console)
             except (QemuError, ChannelError):
@@ -282,10 +282,8 @@ class LinuxMachine:
         machine.times.total = time.monotonic() - started
         return machine
 
-    @classmethod
-    def _start(
-        cls, plan: _Plan, options: QemuOptions, directory: Path, on_console: Callable[[str], None] | None
-    ) -> tuple[Qemu, GuestChannel]:
+    @staticmethod
+    def _start(options: QemuOptions, on_console: Callable[[str], None] | None) -> tuple[Qemu, GuestChannel]:
         qemu = Qemu.start(options, on_console)
         try:
             channel = GuestChannel(qemu.connect_socket(qemu.serial_path(CHANNEL)))
@@ -297,7 +295,7 @@ class LinuxMachine:
     @classmethod
     def _cold(cls, plan: _Plan, directory: Path, on_console: Callable[[str], None] | None) -> "LinuxMachine":
         begin = time.monotonic()
-        qemu, channel = cls._start(plan, plan.qemu, directory, on_console)
+        qemu, channel = cls._start(plan.qemu, on_console)
         try:
             up = time.monotonic()
             qemu.cont()
@@ -317,19 +315,23 @@ class LinuxMachine:
         cls, plan: _Plan, image: Path, directory: Path, on_console: Callable[[str], None] | None
     ) -> "LinuxMachine":
         begin = time.monotonic()
+        try:
+            meta = json.loads((directory / "machine.json").read_text())
+            release = str(meta["release"])
+        except (OSError, ValueError, KeyError):
+            raise ChannelError(f"the snapshot's description in {directory} is unreadable") from None
         options = replace(plan.qemu, incoming=image)
-        qemu, channel = cls._start(plan, options, directory, on_console)
+        qemu, channel = cls._start(options, on_console)
         try:
             up = time.monotonic()
             qemu.cont()
             channel.sync(10.0)
             qemu.stop()
-            meta = json.loads((directory / "machine.json").read_text())
         except BaseException:
             channel.close()
             qemu.close()
             raise
-        machine = cls(plan, qemu, channel, meta["release"], directory)
+        machine = cls(plan, qemu, channel, release, directory)
         machine.from_snapshot = True
         machine.times.qemu_start = up - begin
         machine.times.to_ready = time.monotonic() - up
@@ -338,7 +340,7 @@ class LinuxMachine:
     def _save_snapshot(self, image: Path) -> None:
         self.qemu.save_snapshot(image)
         meta = {"release": self.release, "kernel": str(self.kernel.path), "format": SNAPSHOT_FORMAT}
-        (self._snapshot_dir / "machine.json").write_text(json.dumps(meta))
+        atomic_write(self._snapshot_dir / "machine.json", json.dumps(meta).encode())
 
     # -- the guest's shell ------------------------------------------------------
 
