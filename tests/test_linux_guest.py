@@ -39,7 +39,7 @@ def options(syscalls_program: Path) -> LinuxOptions:
         debian_kernel(fetch=False)
     except KernelImageError as exc:
         pytest.skip(str(exc))
-    return LinuxOptions.make(files={"/bin/syscalls": syscalls_program})
+    return LinuxOptions.make(files={"/bin/syscalls": syscalls_program}, modules=["cpuid"])
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +182,14 @@ def test_nothing_else_uses_the_channel_while_a_command_runs(machine) -> None:
         assert command.wait(30).ok
     finally:
         machine.qemu.stop()
+
+
+def test_a_module_from_debians_package_loads_and_its_symbols_are_found(machine) -> None:
+    assert machine.shell("insmod /lib/modules/cpuid.ko || grep -q '^cpuid ' /proc/modules").ok
+    (cpuid,) = [module for module in machine.loaded_modules() if module.name == "cpuid"]
+    assert cpuid.state == "Live"
+    opener = machine.module_symbols().get_by_name("cpuid_open")
+    assert opener is not None and cpuid.contains(opener.address)
 
 
 def test_a_second_session_starts_from_the_snapshot(machine, options) -> None:

@@ -101,6 +101,21 @@ class LinuxOptions:
         return self.accel
 
 
+@dataclass(frozen=True)
+class KernelModule:
+    """A loaded module as /proc/modules lists it (proc(5))."""
+
+    name: str
+    size: int
+    references: int
+    state: str  # Live, Loading, Unloading
+    address: int
+
+    def contains(self, address: int) -> bool:
+        """Whether ``address`` lies in the module's core image (text and data)."""
+        return self.address <= address < self.address + self.size
+
+
 @dataclass
 class BootTimes:
     """Where a boot's time went, in seconds."""
@@ -431,6 +446,22 @@ class LinuxMachine:
         partial.write_text(text)
         os.replace(partial, cached)
         return text
+
+    def loaded_modules(self) -> list[KernelModule]:
+        """The modules loaded now, from the guest's /proc/modules."""
+        text = self.read_file("/proc/modules").decode(errors="replace")
+        modules = []
+        for line in text.splitlines():
+            fields = line.split()
+            if len(fields) >= 6:
+                modules.append(KernelModule(fields[0], int(fields[1]), int(fields[2]), fields[4], int(fields[5], 16)))
+        return modules
+
+    def module_symbols(self) -> SymbolTable:
+        """The symbols of the modules loaded now (their /proc/kallsyms lines,
+        picked out in the guest so only those cross the channel)."""
+        output = self.shell("grep -F '[' /proc/kallsyms", timeout=120).output
+        return parse_kallsyms(output, name=f"module kallsyms of {self.release}")
 
     def symbols(self) -> SymbolTable:
         """The running kernel's symbols (runtime addresses: KASLR applied)."""
