@@ -102,3 +102,12 @@ def test_a_table_file_is_reopened_with_its_slots(tmp_path: Path) -> None:
     assert again.addresses == [0x2000]
     again.close()
     counter.close()
+
+
+def test_a_plugin_that_cannot_open_its_table_says_so(guest, tmp_path: Path) -> None:
+    from kvmbench.backends.qemu import PluginSpec
+    from kvmbench.errors import QemuError
+
+    spec = PluginSpec(build_plugin(), (("table", str(tmp_path / "missing")),))
+    with pytest.raises(QemuError, match="cannot open the table file"):
+        Qemu.start(QemuOptions(kernel=guest[0], plugins=(spec,)))

@@ -136,15 +136,16 @@ class QemuOptions:
                 raise QemuError(f"{what} {path} does not exist")
         if self.initrd is not None and self.kernel is None:
             raise QemuError("an initrd needs a kernel")
+        # Several vCPUs under TCG run on a thread each (MTTCG), as under KVM.
         accel = "tcg,thread=multi" if self.accel == "tcg" and self.smp > 1 else self.accel
-        machine = f"{self.machine},accel={accel}"
         argv = [
             self.binary,
             "-S",
             "-nodefaults",
             "-no-user-config",
             "-nographic",
-            "-machine", machine,
+            "-machine", self.machine,
+            "-accel", accel,
             "-m", self.memory,
             "-smp", str(self.smp),
             "-chardev", f"socket,id=qmp,path={directory / 'qmp.sock'},server=on,wait=off",
@@ -512,9 +513,14 @@ class Qemu:
             for thread in self._threads:
                 if thread.name == "kvmbench-qemu-stderr":
                     thread.join(1.0)
-        last = self._stderr[-1] if self._stderr else ""
+        lines = list(self._stderr)
+        last = lines[-1] if lines else ""
         if last.startswith(os.path.basename(self.options.binary) + ": "):
             last = last.split(": ", 1)[1]
+        # A plugin that refuses to load says why before QEMU's generic line.
+        plugin = next((line for line in reversed(lines[:-1]) if line.startswith("kvmbench ")), None)
+        if plugin is not None:
+            last = f"{last} ({plugin})"
         return QemuError(f"{what}: {last}" if last else what)
 
     def _wait_for_sockets(self, names: Iterable[str]) -> None:
