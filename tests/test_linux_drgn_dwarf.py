@@ -8,9 +8,11 @@ import shutil
 
 import pytest
 
-from kvmbench.backends.linux.image import KernelImageError, debian_kernel
+from fixtures.linux.guest import shared_options
+
+from kvmbench.backends.linux.image import debian_kernel
 from kvmbench.backends.linux.kernel_program import dmesg, tasks
-from kvmbench.backends.linux.machine import LinuxMachine, LinuxOptions
+from kvmbench.backends.linux.machine import LinuxMachine
 
 pytestmark = [
     pytest.mark.slow,
@@ -19,15 +21,12 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def program():
-    try:
-        image = debian_kernel(fetch=False)
-    except KernelImageError as exc:
-        pytest.skip(str(exc))
-    debug = image.path.with_name("vmlinux.debug")
+def program(tmp_path_factory: pytest.TempPathFactory):
+    options = shared_options(tmp_path_factory.mktemp("dwarf"))
+    debug = debian_kernel(fetch=False).path.with_name("vmlinux.debug")
     if not debug.exists():
         pytest.skip("no vmlinux with DWARF in the cache: run make linux-debug (~860 MB download)")
-    machine = LinuxMachine.boot(LinuxOptions())
+    machine = LinuxMachine.boot(options)
     yield machine, machine.program(vmlinux=debug)
     machine.close()
 

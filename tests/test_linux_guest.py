@@ -6,15 +6,14 @@ on a machine, from the cached snapshot after that)."""
 from __future__ import annotations
 
 import shutil
-import struct
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from fixtures.linux.guest import shared_options
+
 from kvmbench.backends.linux.channel import CommandTimeout
-from kvmbench.backends.linux.image import KernelImageError, debian_kernel
 from kvmbench.backends.linux.machine import LinuxMachine, LinuxOptions
 
 pytestmark = [
@@ -22,24 +21,10 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86_64 is not installed"),
 ]
 
-FIXTURES = Path(__file__).parent / "fixtures" / "linux"
-
 
 @pytest.fixture(scope="module")
-def syscalls_program(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """tests/fixtures/linux/syscalls.c, built static for the guest."""
-    binary = tmp_path_factory.mktemp("linux-programs") / "syscalls"
-    subprocess.run(["gcc", "-static", "-O2", "-o", str(binary), str(FIXTURES / "syscalls.c")], check=True)
-    return binary
-
-
-@pytest.fixture(scope="module")
-def options(syscalls_program: Path) -> LinuxOptions:
-    try:
-        debian_kernel(fetch=False)
-    except KernelImageError as exc:
-        pytest.skip(str(exc))
-    return LinuxOptions.make(files={"/bin/syscalls": syscalls_program}, modules=["cpuid"])
+def options(tmp_path_factory: pytest.TempPathFactory) -> LinuxOptions:
+    return shared_options(tmp_path_factory.mktemp("linux-programs"))
 
 
 @pytest.fixture(scope="module")

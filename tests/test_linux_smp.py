@@ -4,31 +4,22 @@ keeps counts exact while both run the counted code at once."""
 from __future__ import annotations
 
 import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
+from fixtures.linux.guest import shared_options
 
-from kvmbench.backends.linux.image import KernelImageError, debian_kernel
-from kvmbench.backends.linux.machine import LinuxMachine, LinuxOptions
+from kvmbench.backends.linux.machine import LinuxMachine
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86_64 is not installed"),
 ]
 
-FIXTURES = Path(__file__).parent / "fixtures" / "linux"
-
 
 @pytest.fixture(scope="module")
 def machine(tmp_path_factory: pytest.TempPathFactory):
-    try:
-        debian_kernel(fetch=False)
-    except KernelImageError as exc:
-        pytest.skip(str(exc))
-    binary = tmp_path_factory.mktemp("smp") / "syscalls"
-    subprocess.run(["gcc", "-static", "-O2", "-o", str(binary), str(FIXTURES / "syscalls.c")], check=True)
-    machine = LinuxMachine.boot(LinuxOptions.make(smp=2, files={"/bin/syscalls": binary}), counting=True)
+    options = shared_options(tmp_path_factory.mktemp("smp"), smp=2)
+    machine = LinuxMachine.boot(options, counting=True)
     yield machine
     machine.close()
 
