@@ -459,6 +459,10 @@ class Qemu:
         being read. Raises :class:`QemuError` with QEMU's own reason when it
         is missing, exits at start, or creates no sockets within
         ``socket_timeout`` seconds."""
+        if options.accel == "kvm":
+            usable, reason = kvm_accel_usable()
+            if not usable:
+                raise QemuError(f"accel='kvm' is not usable here: {reason}; use accel='tcg'")
         binary = shutil.which(options.binary)
         if binary is None:
             raise QemuError(f"{options.binary} not found: install Debian's qemu-system-x86 (make setup)")
