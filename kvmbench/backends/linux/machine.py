@@ -50,6 +50,8 @@ BASE_APPEND = "console=ttyS0 quiet panic=-1"
 BOOT_TIMEOUT = 120.0
 #: Bump when anything the snapshot holds changes meaning (the init protocol).
 SNAPSHOT_FORMAT = 1
+#: Snapshots kept in the cache (~70 MB each), the least recently used go first.
+SNAPSHOTS_KEPT = 12
 
 
 class LinuxBootError(KvmbenchError):
@@ -278,6 +280,7 @@ class LinuxMachine:
         directory = cache_dir("snapshots", plan.key)
         image = directory / "machine.snapshot"
         if snapshot and image.exists() and (directory / "machine.json").exists():
+            os.utime(image)  # recently used: pruning keeps it
             try:
                 machine = cls._restore(plan, image, directory, on_console)
             except (QemuError, ChannelError):
@@ -294,6 +297,7 @@ class LinuxMachine:
             saved = time.monotonic()
             machine._save_snapshot(image)
             machine.times.snapshot_save = time.monotonic() - saved
+            _prune_snapshots(directory.parent, keep=SNAPSHOTS_KEPT)
         machine.times.total = time.monotonic() - started
         return machine
 
@@ -513,6 +517,17 @@ class LinuxMachine:
     def __repr__(self) -> str:
         origin = "snapshot" if self.from_snapshot else "cold boot"
         return f"<LinuxMachine {self.release} ({origin}) {self.qemu!r}>"
+
+
+def _prune_snapshots(base: Path, keep: int) -> None:
+    """Remove all but the ``keep`` most recently used snapshot directories."""
+    entries = []
+    for directory in base.iterdir():
+        image = directory / "machine.snapshot"
+        if image.exists():
+            entries.append((image.stat().st_mtime, directory))
+    for _, directory in sorted(entries, reverse=True)[keep:]:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _wait_ready(qemu: Qemu, channel: GuestChannel) -> str:
