@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -220,6 +221,10 @@ class LinuxMachine:
         self._vmcoreinfo: Vmcoreinfo | None = None
         self._program: Any = None
         self._running: RunningCommand | None = None
+        #: Whether this kernel's layout is the cached snapshot's (restored
+        #: from it, or saved as it): only then are symbols cached there. A
+        #: cold boot of a bzImage has its own KASLR slide.
+        self._layout_is_snapshots = False
         #: The TCG counting plugin's table, when booted with ``counting=True``.
         self.counter = counter
         self._workdir = workdir
@@ -295,9 +300,15 @@ class LinuxMachine:
         machine.times.prepare = prepared - started
         if snapshot:
             saved = time.monotonic()
-            machine._save_snapshot(image)
-            machine.times.snapshot_save = time.monotonic() - saved
-            _prune_snapshots(directory.parent, keep=SNAPSHOTS_KEPT)
+            try:
+                machine._save_snapshot(image)
+            except (QemuError, OSError) as exc:
+                warnings.warn(f"kvmbench could not save the Linux snapshot (next boot is cold again): {exc}",
+                              stacklevel=2)
+            else:
+                machine._layout_is_snapshots = True
+                machine.times.snapshot_save = time.monotonic() - saved
+                _prune_snapshots(directory.parent, keep=SNAPSHOTS_KEPT)
         machine.times.total = time.monotonic() - started
         return machine
 
@@ -352,6 +363,7 @@ class LinuxMachine:
             raise
         machine = cls(plan, qemu, channel, release, directory)
         machine.from_snapshot = True
+        machine._layout_is_snapshots = True
         machine.times.qemu_start = up - begin
         machine.times.to_ready = time.monotonic() - up
         return machine
@@ -410,10 +422,13 @@ class LinuxMachine:
         remembered with the snapshot, the note re-read each time)."""
         if self._vmcoreinfo is None:
             hint_file = self._snapshot_dir / "vmcoreinfo.address"
-            hint = int(hint_file.read_text(), 16) if hint_file.exists() else None
+            hint = None
+            if self._layout_is_snapshots and hint_file.exists():
+                hint = int(hint_file.read_text(), 16)
             memory = self.qemu.memory
             found = find_vmcoreinfo(memory.read, [(s, e) for s, e, _ in memory.ranges], hint=hint)
-            hint_file.write_text(f"{found.physical_address:#x}\n")
+            if self._layout_is_snapshots:
+                hint_file.write_text(f"{found.physical_address:#x}\n")
             self._vmcoreinfo = found
         return self._vmcoreinfo
 
@@ -443,12 +458,11 @@ class LinuxMachine:
         cached with the snapshot, whose layout (KASLR included) they
         describe. Core kernel only: see :meth:`proc_kallsyms` for modules."""
         cached = self._snapshot_dir / "kallsyms"
-        if cached.exists():
+        if self._layout_is_snapshots and cached.exists():
             return cached.read_text(encoding="ascii", errors="replace")
         text = kallsyms_text(self.program())
-        partial = cached.with_name(f".kallsyms.{os.getpid()}")
-        partial.write_text(text)
-        os.replace(partial, cached)
+        if self._layout_is_snapshots:
+            atomic_write(cached, text.encode("ascii", errors="replace"))
         return text
 
     def loaded_modules(self) -> list[KernelModule]:
