@@ -129,3 +129,48 @@ def test_a_watch_only_stepping_can_serve_warns_about_its_cost(workbench):
         assert "note:" in reply and "slow" in reply
     else:  # a host with debug-register watchpoints serves it for free
         assert "note:" not in reply
+
+
+@pytest.mark.parametrize("line", ["x/100000000s $rsp", "x/100000000xg $rsp", "x/99999999999i $pc",
+                                  "x/9999999999999999999999x $rsp"])
+def test_x_with_an_unbounded_count_is_refused_at_once(workbench, line: str) -> None:  # type: ignore[no-untyped-def]
+    workbench.execute("guest fib 10")
+    with pytest.raises(UsageError, match="at most|malformed"):
+        workbench.execute(line)
+
+
+def test_delete_of_a_huge_range_acts_on_the_requests_inside_it(workbench) -> None:  # type: ignore[no-untyped-def]
+    workbench.execute("guest fib 10")
+    workbench.execute("break fib")
+    workbench.execute("break main")
+    workbench.execute("delete 1-99999999999999")
+    assert len(workbench.s.breakpoints) == 0
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("1 << 1000", 0), ("-1", (1 << 64) - 1), ("0xffffffffffffffff + 1", 0), ("1 << -1", 0),
+    ("2 ** 64", 0),  # as in gdb: 2 * *64, a load (here of 0)
+    ("a_symbol(", None),
+])
+def test_print_arithmetic_is_64_bit_and_never_explodes(text: str, expected: int | None) -> None:
+    from kvmbench.jupyter.expressions import evaluate
+
+    if expected is None:
+        with pytest.raises(UsageError):
+            evaluate(text, lambda r: 0, lambda s: 0, lambda a: 0)
+    else:
+        assert evaluate(text, lambda r: 0, lambda s: 0, lambda a: 0) == expected
+
+
+@pytest.mark.parametrize("text", ["(" * 10000 + "1" + ")" * 10000, "1+" * 60000 + "1",
+                                  "*" * 20000 + "1", "9" * 20000])
+def test_hostile_expressions_are_one_line_errors_in_linear_time(text: str) -> None:
+    import time
+
+    from kvmbench.jupyter.expressions import evaluate
+
+    start = time.monotonic()
+    with pytest.raises(UsageError) as error:
+        evaluate(text, lambda r: 0, lambda s: 0, lambda a: 0)
+    assert "\n" not in str(error.value) and len(str(error.value)) < 200
+    assert time.monotonic() - start < 2.0

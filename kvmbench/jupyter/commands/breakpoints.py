@@ -108,18 +108,28 @@ def _awatch(wb: Workbench, args: str) -> object:
     return _add_watch(wb, args, "access")
 
 
-def _numbers(args: str) -> list[int]:
-    numbers = []
+def _numbers(args: str, existing: list[int] | None = None) -> list[int]:
+    """The numbers ``args`` names: N or ranges N-M, as gdb takes them. A
+    range stands for the ``existing`` numbers inside it (never expanded: a
+    range of a billion costs nothing); a lone N must exist to be acted on,
+    which the caller checks."""
+    numbers: list[int] = []
     for word in args.replace(",", " ").split():
-        if re.fullmatch(r"\d+-\d+", word):
-            low, high = map(int, word.split("-"))
-            numbers.extend(range(low, high + 1))
+        match = re.fullmatch(r"(\d{1,19})-(\d{1,19})", word)
+        if match:
+            low, high = int(match.group(1)), int(match.group(2))
+            if low > high:
+                raise UsageError(f"inverted breakpoint range {word!r}")
+            numbers.extend(n for n in existing or () if low <= n <= high)
             continue
-        try:
-            numbers.append(int(word))
-        except ValueError:
-            raise UsageError(f"not a breakpoint number: {word!r}") from None
+        if not re.fullmatch(r"\d{1,19}", word):
+            raise UsageError(f"not a breakpoint number: {word!r}")
+        numbers.append(int(word))
     return numbers
+
+
+def _all_numbers(wb: Workbench) -> list[int]:
+    return sorted([bp.number for bp in wb.s.breakpoints] + [wp.number for wp in wb.s.watchpoints])
 
 
 def _delete_one(wb: Workbench, number: int) -> None:
@@ -135,9 +145,7 @@ def _delete_one(wb: Workbench, number: int) -> None:
 @command("delete", "d", "del")
 def _delete(wb: Workbench, args: str) -> object:
     """delete [N...]: delete breakpoints and watchpoints (all without N)."""
-    numbers = _numbers(args)
-    if not numbers:
-        numbers = [bp.number for bp in wb.s.breakpoints] + [wp.number for wp in wb.s.watchpoints]
+    numbers = _numbers(args, _all_numbers(wb)) if args.strip() else _all_numbers(wb)
     for n in numbers:
         _delete_one(wb, n)
     return None
@@ -146,7 +154,8 @@ def _delete(wb: Workbench, args: str) -> object:
 @command("disable", "disa", "dis")
 def _disable(wb: Workbench, args: str) -> object:
     """disable N...: keep breakpoints but do not stop at them."""
-    numbers = _numbers(args) or [bp.number for bp in wb.s.breakpoints]
+    every = [bp.number for bp in wb.s.breakpoints]
+    numbers = _numbers(args, every) if args.strip() else every
     for n in numbers:
         wb.s.breakpoints.disable(n)
     return None
@@ -155,7 +164,8 @@ def _disable(wb: Workbench, args: str) -> object:
 @command("enable", "en")
 def _enable(wb: Workbench, args: str) -> object:
     """enable N...: re-arm disabled breakpoints."""
-    numbers = _numbers(args) or [bp.number for bp in wb.s.breakpoints]
+    every = [bp.number for bp in wb.s.breakpoints]
+    numbers = _numbers(args, every) if args.strip() else every
     for n in numbers:
         wb.s.breakpoints.enable(n)
     return None

@@ -86,11 +86,15 @@ def _info(wb: Workbench, args: str) -> object:
 
 
 _SIZES = {"b": 1, "h": 2, "w": 4, "g": 8}
+#: What one x may show: a cell's output is read by a person, not a program.
+MAX_EXAMINE_BYTES = 64 << 10
+MAX_EXAMINE_STRINGS = 1024
+MAX_EXAMINE_INSTRUCTIONS = 4096
 
 
 def parse_x_format(fmt: str) -> tuple[int, str, int | None]:
     """gdb's /FMT: count, format letter and unit size (None: the format's default)."""
-    match = re.fullmatch(r"(\d*)([a-z]*)", fmt)
+    match = re.fullmatch(r"(\d{0,12})([a-z]*)", fmt)
     if match is None:
         raise UsageError(f"malformed format /{fmt}: expected /[COUNT][FORMAT][SIZE], e.g. /4gx")
     count = int(match.group(1)) if match.group(1) else 1
@@ -132,6 +136,11 @@ def _examine(wb: Workbench, args: str) -> object:
     else:
         raise UsageError("usage: x/FMT ADDRESS (no earlier x to continue from)")
     s = wb.s
+    limit = {"i": MAX_EXAMINE_INSTRUCTIONS, "s": MAX_EXAMINE_STRINGS}.get(
+        letter, MAX_EXAMINE_BYTES // (size or {"a": 8, "c": 1}.get(letter, 4)))
+    if count > limit:
+        unit = {"i": "instructions", "s": "strings"}.get(letter, "units of this size")
+        raise UsageError(f"x shows at most {limit} {unit} at a time, not {count}")
     if letter == "i":
         lines = wb.disassembly(address, count)
         after = lines[-1].address + len(bytes.fromhex(lines[-1].bytes_hex)) if lines else address
