@@ -97,3 +97,28 @@ class ConditionError(BreakpointError):
 
 class SessionStateError(KvmbenchError):
     """The command needs another session state (no guest, running, exited)."""
+
+
+class RspError(KvmbenchError):
+    """A GDB remote protocol packet that is malformed or cannot be encoded
+    (the one error type of :mod:`kvmbench.rsp`)."""
+
+
+class RemoteError(KvmbenchError):
+    """A GDB remote stub failed us: the message names the stub's address."""
+
+
+class RemoteConnectionError(RemoteError):
+    """The stub could not be reached, or dropped the connection."""
+
+
+class RemoteTimeout(RemoteError):
+    """The stub did not answer within the time allowed."""
+
+
+class RemoteProtocolError(RemoteError):
+    """The stub broke the protocol: malformed packets, bad checksums."""
+
+
+class RemoteRefused(RemoteError):
+    """The stub answered a packet with an error (``E NN``) or as unsupported."""
