@@ -30,12 +30,12 @@ class LocalQemu:
 
     @classmethod
     def start(
-        cls, kernel: Path, append: str, *, paused: bool = False, gdb: bool = False, accel: str = "tcg"
+        cls, kernel: Path, append: str, *, paused: bool = False, gdb: bool = False, accel: str = "tcg", smp: int = 1
     ) -> "LocalQemu":
         assert QEMU is not None, NO_QEMU_REASON
         directory = Path(tempfile.mkdtemp(prefix="kvmbench-qemu-"))
         argv = [
-            QEMU, "-accel", accel, "-nodefaults", "-display", "none", "-no-reboot", "-m", "64",
+            QEMU, "-accel", accel, "-nodefaults", "-display", "none", "-no-reboot", "-m", "64", "-smp", str(smp),
             "-kernel", str(kernel), "-append", append,
             "-serial", f"file:{directory / 'console.txt'}",
             "-device", "isa-debug-exit,iobase=0xf4,iosize=4",

@@ -110,3 +110,66 @@ def test_pvh_command_line_is_the_vmm_argv() -> None:
 def test_pvh_command_line_refuses_what_the_guest_cannot_split(bad: list[str]) -> None:
     with pytest.raises(UsageError):
         pvh_command_line("fib", bad)
+
+
+class _Memory:
+    """Enough of GuestMemory for the VMM's boot writers: a byte array."""
+
+    def __init__(self, size: int) -> None:
+        self.data = bytearray(size)
+
+    def write(self, address: int, data: bytes) -> None:
+        self.data[address : address + len(data)] = data
+
+    def write_u64(self, address: int, value: int) -> None:
+        self.write(address, value.to_bytes(8, "little"))
+
+
+def without_accessed_bits(tables: bytes) -> list[int]:
+    """Page-table entries and GDT descriptors (8 bytes each) with the bits
+    the CPU sets as it uses them cleared: accessed and dirty in paging
+    entries (SDM vol. 3, 4.8), accessed in descriptors (3.4.5.1)."""
+    accessed_dirty, descriptor_accessed = 0x60, 1 << 40
+    return [
+        int.from_bytes(tables[i : i + 8], "little") & ~(accessed_dirty | descriptor_accessed)
+        for i in range(0, len(tables), 8)
+    ]
+
+
+@needs_qemu
+def test_pvh_entry_enters_start_as_the_vmm_does() -> None:
+    """At _start under QEMU: the VMM's registers, page tables, GDT and argv."""
+    from kvmbench.backends.gdbremote import GdbRemoteClient, TargetStop
+    from kvmbench.backends.kvm import boot, layout
+    from kvmbench.rsp.breakpoints import BreakpointType
+    from kvmbench.symbols import load_symbols
+
+    image, args = guest_path("benchloop"), ["call", "7"]
+    start = load_symbols(image, dwarf=False).resolve("_start")
+    qemu = LocalQemu.start(image, pvh_command_line(image, args), paused=True, gdb=True)
+    try:
+        assert qemu.gdb_address is not None
+        with GdbRemoteClient.connect(qemu.gdb_address) as client:
+            assert client.insert_breakpoint(BreakpointType.SOFTWARE, start)
+            assert isinstance(client.cont(timeout=30), TargetStop)
+            regs = client.read_registers()
+            expected = _Memory(layout.BOOT_ARGS_ADDR + layout.BOOT_ARGS_SIZE)
+            boot.write_boot_structures(expected)  # type: ignore[arg-type]
+            argc, argv = boot.write_boot_args(expected, [image.stem, *args])  # type: ignore[arg-type]
+            tables = slice(layout.PML4_ADDR, layout.GDT_ADDR + 24)
+            actual = client.read_memory(tables.start, tables.stop - tables.start)
+            assert without_accessed_bits(actual) == without_accessed_bits(bytes(expected.data[tables]))
+            args_area = slice(layout.BOOT_ARGS_ADDR, layout.BOOT_ARGS_ADDR + layout.BOOT_ARGS_SIZE)
+            assert client.read_memory(args_area.start, layout.BOOT_ARGS_SIZE) == bytes(expected.data[args_area])
+    finally:
+        qemu.close()
+    vmm_regs = boot.initial_regs(start, argc, argv)
+    general = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", *(f"r{i}" for i in range(8, 16)), "rip")
+    assert {name: regs[name] for name in general} == {name: getattr(vmm_regs, name) for name in general}
+    assert regs["eflags"] == vmm_regs.rflags
+    vmm_sregs = boot.long_mode_sregs(boot.abi.kvm_sregs())
+    assert (regs["cr0"], regs["cr3"], regs["cr4"], regs["efer"]) == (
+        vmm_sregs.cr0, vmm_sregs.cr3, vmm_sregs.cr4, vmm_sregs.efer
+    )
+    assert regs["cs"] == layout.GDT_CODE64_SELECTOR
+    assert all(regs[s] == layout.GDT_DATA_SELECTOR for s in ("ss", "ds", "es", "fs", "gs"))
