@@ -91,12 +91,16 @@ class ScriptedStub:
                     if isinstance(event, Nack):
                         reply = Raw(self._last_sent) if self._last_sent else None
                     elif isinstance(event, Interrupt):
-                        reply = self.on_interrupt()
+                        # A real stub ignores 0x03 while the target is stopped.
+                        reply = self.on_interrupt() if self.running else None
+                        self.running = False
                     elif isinstance(event, Packet):
                         self.log.append(event.data)
                         if not self.no_ack:
                             conn.sendall(b"+")
                         reply = self.handle(event.data)
+                        # A resume left unanswered leaves the target running.
+                        self.running = reply is None and event.data[:1] in (b"v", b"c", b"s")
                     else:
                         continue
                     if not self.send(reply):

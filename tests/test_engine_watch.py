@@ -93,8 +93,11 @@ def test_watch_length_zero_is_refused(open_guest) -> None:
 def test_watch_range_beyond_guest_memory_is_refused(open_guest) -> None:
     s = open_guest("counter", [1])
     counter = s.symbols.get_by_name("counter").address
-    with pytest.raises(KvmbenchError, match="outside|cannot watch"):
+    with pytest.raises(KvmbenchError, match="more than"):
         s.watchpoints.add(counter, 1 << 32)
+    end = s.target.machine.memory.size
+    with pytest.raises(KvmbenchError, match="outside guest memory"):
+        s.watchpoints.add(end - 8, 16)
     with pytest.raises(KvmbenchError):
         s.watchpoints.add(0x7F0000000000, 8)
     assert len(s.watchpoints) == 0
@@ -111,3 +114,36 @@ def test_a_watch_stop_stands_past_the_access_and_names_its_writer(open_guest) ->
     if wp.mechanism is Mechanism.STEP_COMPARE:  # the read has retired: the reader is behind
         assert stop.writer is not None and stop.writer < stop.pc
         assert _in(s, "reader", stop.writer)
+
+
+_SAME_VALUE_STORES = """
+    mov $0x200000, %rdi
+    movq $7, (%rdi)      # changes 0 -> 7
+    movq $7, (%rdi)      # the value already there
+    movq $7, (%rdi)      # again
+    movq $8, (%rdi)      # changes 7 -> 8
+    mov $0, %eax
+    out %eax, $0xf4
+"""
+
+
+@pytest.mark.parametrize(("stop_on", "stops"), [("change", 2), ("store", 4)])
+def test_a_write_watch_counts_every_store_and_stops_as_asked(open_guest, tmp_path, stop_on,
+                                                             stops) -> None:
+    from conftest import assemble
+
+    s = open_guest(str(assemble(tmp_path, _SAME_VALUE_STORES)))
+    wp = s.watchpoints.add(0x200000, 8, stop_on=stop_on)
+    values = []
+    while (stop := s.cont()).reason is StopReason.WATCHPOINT:
+        values.append(stop.new_value)
+    assert stop.exit_code == 0, stop.describe()
+    assert wp.hit_count == 4
+    assert values == ([7, 8] if stop_on == "change" else [7, 7, 7, 8])
+    assert len(values) == stops
+
+
+def test_stop_on_takes_only_change_or_store(open_guest) -> None:
+    s = open_guest("counter", [1])
+    with pytest.raises(UsageError, match="stop_on"):
+        s.watchpoints.add("counter", stop_on="sometimes")

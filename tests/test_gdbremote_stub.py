@@ -435,3 +435,12 @@ def test_hostile_replies_end_in_remote_errors_only(tmp_path: Path, reply: bytes)
             if client is not None:
                 client.close()
             stub.close()
+
+
+def test_an_interrupt_before_the_resume_stops_it_at_once(stub_factory, clients) -> None:
+    stub = stub_factory(packet_vCont=lambda self, packet: None)
+    client = attach(stub, clients)
+    client.interrupt()  # stopped: remembered, not sent into the void
+    assert b"\x03" not in stub.received
+    stop = client.cont(timeout=5)
+    assert isinstance(stop, TargetStop) and stop.is_interrupt

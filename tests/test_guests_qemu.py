@@ -4,20 +4,22 @@ prints and exits there exactly as under kvmbench's own VMM."""
 from __future__ import annotations
 
 import re
+import shutil
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from kvmbench.backends.qemu import DEBUG_EXIT_DEVICE, QEMU_BINARY, Qemu, QemuOptions
 from kvmbench.engine.model import StopReason
 from kvmbench.engine.session import Session
 from kvmbench.errors import UsageError
-from kvmbench.guests import GUEST_NAMES, guest_path, pvh_command_line
+from kvmbench.guests import GUEST_NAMES, QEMU_EXTRA_ARGS, guest_path, pvh_command_line
 
 from conftest import HAVE_KVM, NO_KVM_REASON
-from qemu_local import NO_QEMU_REASON, QEMU, LocalQemu
 
-needs_qemu = pytest.mark.skipif(QEMU is None, reason=NO_QEMU_REASON)
+needs_qemu = pytest.mark.skipif(shutil.which(QEMU_BINARY) is None, reason=f"{QEMU_BINARY} is not installed")
 needs_kvm = pytest.mark.skipif(not HAVE_KVM, reason=NO_KVM_REASON)
 
 #: (guest, arguments): every guest, every probe mode that ends on a PC.
@@ -50,13 +52,24 @@ def run_in_vmm(open_guest: Callable[..., Session], name: str, args: tuple[str, .
     return session.console, stop.exit_code
 
 
+def start_in_qemu(image: Path, args: tuple[str, ...] | list[str] = ()) -> Qemu:
+    """A bundled guest under QEMU TCG, stopped before the firmware's first
+    instruction."""
+    options = QemuOptions(
+        kernel=image, append=pvh_command_line(image, args), memory="64M",
+        devices=(DEBUG_EXIT_DEVICE,), extra_args=QEMU_EXTRA_ARGS,
+    )  # fmt: skip
+    return Qemu.start(options)
+
+
 def run_in_qemu(name: str, args: tuple[str, ...], timeout: float = 60) -> tuple[str, int | None]:
-    qemu = LocalQemu.start(guest_path(name), pvh_command_line(guest_path(name), args))
+    qemu = start_in_qemu(guest_path(name), args)
     try:
+        qemu.cont()
         code = qemu.wait_exit(timeout)
-        return qemu.console, code
     finally:
-        qemu.close()
+        qemu.close()  # also drains the console
+    return qemu.console, code
 
 
 def comparable(name: str, console: str) -> str:
@@ -89,8 +102,9 @@ def test_ticks_get_their_timer_interrupts_under_qemu() -> None:
 @needs_qemu
 @needs_kvm
 def test_spin_runs_silently_in_both(open_guest: Callable[..., Session]) -> None:
-    qemu = LocalQemu.start(guest_path("spin"), pvh_command_line("spin"))
+    qemu = start_in_qemu(guest_path("spin"))
     try:
+        qemu.cont()
         assert qemu.wait_exit(1.0) is None
         assert qemu.console == ""
     finally:
@@ -146,7 +160,7 @@ def test_pvh_entry_enters_start_as_the_vmm_does() -> None:
 
     image, args = guest_path("benchloop"), ["call", "7"]
     start = load_symbols(image, dwarf=False).resolve("_start")
-    qemu = LocalQemu.start(image, pvh_command_line(image, args), paused=True, gdb=True)
+    qemu = start_in_qemu(image, args)
     try:
         assert qemu.gdb_address is not None
         with GdbRemoteClient.connect(qemu.gdb_address) as client:

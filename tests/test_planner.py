@@ -6,18 +6,25 @@ from __future__ import annotations
 import pytest
 
 from kvmbench.backends.capabilities import Feature, HostCapabilities, ProbeResult
+from kvmbench.backends.kvm.target import capabilities_for
+from kvmbench.backends.target import TargetCapabilities
 from kvmbench.engine.model import Access, Kind, Mechanism
-from kvmbench.engine.planner import plan_breakpoint, plan_watchpoint, software_trap
-from kvmbench.errors import MechanismUnavailable
+from kvmbench.engine.planner import (
+    parse_mechanism,
+    plan_breakpoint,
+    plan_watchpoint,
+    software_trap,
+)
+from kvmbench.errors import MechanismUnavailable, UsageError
 
-IDEAL = HostCapabilities.assume_all()
+IDEAL = capabilities_for(HostCapabilities.assume_all())
 
 
-def without(*missing: Feature) -> HostCapabilities:
-    return HostCapabilities.from_results(
+def without(*missing: Feature) -> TargetCapabilities:
+    return capabilities_for(HostCapabilities.from_results(
         "test host",
         [ProbeResult(f, f not in missing, "" if f not in missing else "broken here") for f in Feature],
-    )
+    ))
 
 
 def mechanisms(plan) -> list[Mechanism]:  # type: ignore[no-untyped-def]
@@ -79,16 +86,16 @@ def test_nothing_can_watch_reads_without_slots_or_stepping() -> None:
 
 
 def test_this_host_auto_breakpoint_is_its_software_trap(caps: HostCapabilities) -> None:
-    sw = software_trap(caps)
+    sw = software_trap(capabilities_for(caps))
     if sw is None:
         pytest.skip(caps.why_not(Feature.HLT_TRAP))
-    assert mechanisms(plan_breakpoint(Kind.AUTO, caps))[0] is sw
+    assert mechanisms(plan_breakpoint(Kind.AUTO, capabilities_for(caps)))[0] is sw
     expected = Mechanism.INT3 if caps.works(Feature.INT3) else Mechanism.HLT_TRAP
     assert sw is expected
 
 
 def test_this_host_write_watch_plan_matches_its_probe(caps: HostCapabilities) -> None:
-    first = mechanisms(plan_watchpoint(Kind.AUTO, Access.WRITE, caps))[0]
+    first = mechanisms(plan_watchpoint(Kind.AUTO, Access.WRITE, capabilities_for(caps)))[0]
     if caps.works(Feature.HW_WRITE_WATCH):
         assert first is Mechanism.HW_DATA
     elif caps.works(Feature.READONLY_MEMSLOT):
@@ -104,7 +111,7 @@ def test_watchpoints_move_to_a_freed_hw_slot_and_hw_fails_naming_holders(caps) -
     import kvmbench
     from kvmbench.errors import SlotsExhausted
 
-    s = kvmbench.open("counter", ["1"], capabilities=IDEAL)
+    s = kvmbench.open("counter", ["1"], capabilities=HostCapabilities.assume_all())
     try:
         bps = [s.breakpoints.add(f, kind="hw") for f in ("increment", "add_ten", "reader", "main")]
         wp = s.watchpoints.add("counter")
@@ -117,3 +124,36 @@ def test_watchpoints_move_to_a_freed_hw_slot_and_hw_fails_naming_holders(caps) -
         assert auto.mechanism is Mechanism.INT3  # auto keeps slots free
     finally:
         s.close()
+
+
+def test_a_named_mechanism_is_the_only_choice() -> None:
+    plan = plan_breakpoint(Kind.AUTO, IDEAL, Mechanism.HLT_TRAP)
+    assert mechanisms(plan) == [Mechanism.HLT_TRAP]
+    plan = plan_watchpoint(Kind.AUTO, Access.WRITE, IDEAL, Mechanism.STEP_COMPARE)
+    assert mechanisms(plan) == [Mechanism.STEP_COMPARE]
+
+
+def test_a_named_mechanism_the_host_lacks_fails_with_the_probe_reason() -> None:
+    with pytest.raises(MechanismUnavailable, match="broken here"):
+        plan_watchpoint(Kind.AUTO, Access.WRITE, without(Feature.READONLY_MEMSLOT),
+                        Mechanism.PAGE_TRAP)
+
+
+def test_a_page_trap_cannot_serve_a_read_watch() -> None:
+    with pytest.raises(MechanismUnavailable, match="only stores"):
+        plan_watchpoint(Kind.AUTO, Access.READ, IDEAL, Mechanism.PAGE_TRAP)
+
+
+def test_a_watch_mechanism_cannot_serve_a_breakpoint() -> None:
+    with pytest.raises(UsageError, match="cannot be served"):
+        plan_breakpoint(Kind.AUTO, IDEAL, Mechanism.PAGE_TRAP)
+
+
+@pytest.mark.parametrize("spelling", ["page trap", "PAGE_TRAP", "page_trap", Mechanism.PAGE_TRAP])
+def test_mechanisms_are_named_by_value_or_name(spelling) -> None:  # type: ignore[no-untyped-def]
+    assert parse_mechanism(spelling) is Mechanism.PAGE_TRAP
+
+
+def test_an_unknown_mechanism_lists_the_known_ones() -> None:
+    with pytest.raises(UsageError, match="'page trap'"):
+        parse_mechanism("carrier pigeon")

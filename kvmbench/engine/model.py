@@ -34,10 +34,31 @@ class Mechanism(enum.Enum):
     HW_DATA = "hardware data slot"
     PAGE_TRAP = "page trap"
     STEP_COMPARE = "single-step compare"
+    #: Inserted by a GDB stub itself (QEMU's Z0; the guest would take a
+    #: trap byte the engine wrote).
+    STUB_BREAKPOINT = "stub breakpoint (Z0)"
+    STUB_HW_BREAKPOINT = "stub hw breakpoint (Z1)"
+    STUB_WATCH = "stub watchpoint (Z2-Z4)"
 
     @property
     def is_software_trap(self) -> bool:
+        """A trap byte the engine writes into guest code itself."""
         return self in (Mechanism.INT3, Mechanism.HLT_TRAP)
+
+    @property
+    def is_stub(self) -> bool:
+        """Inserted and removed by the target itself."""
+        return self in (Mechanism.STUB_BREAKPOINT, Mechanism.STUB_HW_BREAKPOINT,
+                        Mechanism.STUB_WATCH)
+
+
+class StopOn(enum.Enum):
+    """When a write watch stops the guest (it counts every store either way)."""
+
+    #: Only when the store changed the watched value, as gdb's ``watch``.
+    CHANGE = "change"
+    #: At every store, including one that writes the value already there.
+    STORE = "store"
 
 
 #: A condition is an expression over registers and memory, or a callable
@@ -65,6 +86,8 @@ class Breakpoint:
     reason: str = ""
     #: Internal breakpoints (finish, until, nexti) are not shown to the user.
     internal: bool = False
+    #: The one mechanism the user asked for, if any (else the planner picks).
+    requested: Mechanism | None = None
 
     @property
     def served_by(self) -> str:
@@ -96,6 +119,9 @@ class Watchpoint:
     mechanism: Mechanism | None = None
     slots: tuple[str, ...] = ()
     reason: str = ""
+    requested: Mechanism | None = None
+    #: Write watches: stop on a changed value (gdb) or at every store.
+    stop_on: StopOn = StopOn.CHANGE
     #: The watched bytes as the engine last saw them (old value of the next hit).
     value: bytes = b""
     last_writer: int | None = None
@@ -117,6 +143,7 @@ class RunState(enum.Enum):
     RUNNING = "running"
     EXITED = "exited"
     CRASHED = "crashed"
+    CLOSED = "closed"
 
 
 # --- stops ---------------------------------------------------------------------
@@ -132,6 +159,8 @@ class StopReason(enum.Enum):
     EXITED = "exited"
     CRASHED = "crashed"
     GUEST_TRAP = "guest trap"
+    #: The guest halted with nothing that could wake it (``cli; hlt``).
+    HALTED = "halted"
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,9 @@ exit code.
 
 kvmbench's VMM enters them in long mode; QEMU boots the same ELFs through
 their PVH note (``src/pvh_entry.S``) with ``-kernel NAME.elf -append
-"$(pvh_command_line(...))"`` and ``-device isa-debug-exit,iobase=0xf4,iosize=4``
-for the exit port; QEMU's exit status is then ``(code << 1) | 1``.
+"$(pvh_command_line(...))"``, ``-device isa-debug-exit,iobase=0xf4,iosize=4``
+for the exit port (QEMU's exit status is then ``(code << 1) | 1``) and
+:data:`QEMU_EXTRA_ARGS`.
 """
 
 from __future__ import annotations
@@ -43,6 +44,13 @@ GUESTS_DIR = Path(__file__).resolve().parent
 BOOT_ARGS_SIZE = 0x1000
 #: What the guest runtime's PVH entry splits its command line at.
 _COMMAND_LINE_SPACES = frozenset(" \t\n")
+
+#: QEMU options the guests want beside the kernel, command line and exit
+#: device. -no-reboot: a guest that triple-faults ends QEMU instead of
+#: booting again for ever. graphics=on: with -nographic and no display
+#: device SeaBIOS would take COM1 as its console (sercon) and print its
+#: banner before the guest's first character; the guests draw nothing.
+QEMU_EXTRA_ARGS: tuple[str, ...] = ("-no-reboot", "-machine", "graphics=on")
 
 #: Where the prebuilt ELFs and their MANIFEST live.
 BIN_DIR = GUESTS_DIR / "bin"

@@ -104,6 +104,10 @@ class GdbRemoteClient:
         self.last_stop: StopEvent | None = None
         self._selected: dict[str, ThreadId | None] = {"g": None, "c": None}
         self._p_works: bool | None = None
+        # Orders interrupt() against resume(): an interrupt that comes
+        # before the resume is sent stops the target right after it.
+        self._interrupt_lock = threading.Lock()
+        self._interrupt_pending = False
 
     # --- connecting -------------------------------------------------------------
 
@@ -397,8 +401,12 @@ class GdbRemoteClient:
             else:
                 packet = self._plain_resume(actions)
             self._check_stopped(packet)
-            self._channel.send(packet)
-            self._running = True
+            with self._interrupt_lock:
+                self._channel.send(packet)
+                self._running = True
+                if self._interrupt_pending:
+                    self._interrupt_pending = False
+                    self._channel.send_interrupt()
 
     def _plain_resume(self, actions: Sequence[VContAction]) -> bytes:
         if len(actions) != 1 or actions[0].action not in ("c", "s"):
@@ -426,6 +434,8 @@ class GdbRemoteClient:
                         self._on_console(reply.text)
                     continue
                 self._running = False
+                with self._interrupt_lock:
+                    self._interrupt_pending = False  # the target stopped: nothing left to stop
                 return self._typed(reply)
 
     def cont(self, thread: ThreadId | None = None, timeout: float | None = None) -> StopEvent:
@@ -446,8 +456,14 @@ class GdbRemoteClient:
 
     def interrupt(self) -> None:
         """Ask the running target to stop (the 0x03 byte); any thread. The
-        waiting :meth:`wait` returns the stop (signal 2 on QEMU)."""
-        self._channel.send_interrupt()
+        waiting :meth:`wait` returns the stop (signal 2 on QEMU). Asked
+        while the target is stopped, the next :meth:`resume` stops at once
+        (stubs ignore 0x03 while stopped, so it would be lost)."""
+        with self._interrupt_lock:
+            if self._running:
+                self._channel.send_interrupt()
+            else:
+                self._interrupt_pending = True
 
     def stop_reason(self) -> StopEvent:
         """Why the target is stopped (``?``). QEMU 7.2 takes ``?`` for a new
