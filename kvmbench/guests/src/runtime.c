@@ -214,13 +214,24 @@ void set_trap_handler(int vector, trap_handler_fn fn)
         trap_handlers[vector] = fn;
 }
 
+/* Whether the master PIC has IRQ `irq` in service (8259A OCW3: read ISR). */
+static int pic_in_service(int irq)
+{
+    outb(PIC1_COMMAND, 0x0B);
+    return (inb(PIC1_COMMAND) >> irq) & 1;
+}
+
 /* Called by trap_common (crt0.S) with the frame it saved. */
 void trap_dispatch(struct trap_frame *frame)
 {
     trap_handler_fn fn = trap_handlers[frame->vector & 0xFF];
 
+    if (booted_by_pvh && frame->vector == TIMER_VECTOR + 7 && !pic_in_service(7))
+        return;  /* a spurious IRQ 7: the PIC wants no end of interrupt */
     if (fn != NULL) {
         fn(frame);
+        if (booted_by_pvh && frame->vector == TIMER_VECTOR)
+            outb(PIC1_COMMAND, 0x20);  /* non-specific EOI (8259A OCW2) */
         return;
     }
     printf("unhandled exception %lu at rip=0x%lx\n", frame->vector, frame->rip);
@@ -253,12 +264,53 @@ void runtime_init(void)
 
 /* ---- Timer -------------------------------------------------------------- */
 
+/*
+ * After a PVH boot: the master PIC remapped so IRQ 0 arrives on
+ * TIMER_VECTOR (the slave's on the 8 after it), every IRQ but 0 masked,
+ * and PIT channel 0 as a rate generator at the period, clamped as the
+ * VMM clamps it (at least 100 us) and to what a 16-bit divisor allows.
+ */
+static void pit_pic_start(unsigned period_us)
+{
+    u64 divisor;
+
+    if (period_us < 100)
+        period_us = 100;
+    divisor = (u64)period_us * PIT_HZ / 1000000;
+    if (divisor > 0xFFFF)
+        divisor = 0xFFFF;
+
+    outb(PIC1_COMMAND, 0x11);          /* ICW1: initialise, ICW4 follows */
+    outb(PIC2_COMMAND, 0x11);
+    outb(PIC1_DATA, TIMER_VECTOR);     /* ICW2: vector base */
+    outb(PIC2_DATA, TIMER_VECTOR + 8);
+    outb(PIC1_DATA, 0x04);             /* ICW3: slave on IRQ 2 */
+    outb(PIC2_DATA, 0x02);
+    outb(PIC1_DATA, 0x01);             /* ICW4: 8086 mode */
+    outb(PIC2_DATA, 0x01);
+    outb(PIC1_DATA, 0xFE);             /* mask all but IRQ 0 */
+    outb(PIC2_DATA, 0xFF);
+
+    outb(PIT_COMMAND, 0x34);           /* channel 0, lobyte/hibyte, mode 2 */
+    outb(PIT_CHANNEL0, divisor & 0xFF);
+    outb(PIT_CHANNEL0, divisor >> 8);
+}
+
 void timer_start(unsigned period_us)
 {
-    outl(PORT_TIMER, period_us);
+    if (!booted_by_pvh) {
+        outl(PORT_TIMER, period_us);
+    } else if (period_us == 0) {
+        timer_stop();
+    } else {
+        pit_pic_start(period_us);
+    }
 }
 
 void timer_stop(void)
 {
-    outl(PORT_TIMER, 0);
+    if (booted_by_pvh)
+        outb(PIC1_DATA, 0xFF);         /* mask IRQ 0: no more ticks */
+    else
+        outl(PORT_TIMER, 0);
 }

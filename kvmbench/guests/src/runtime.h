@@ -8,6 +8,13 @@
  * executable everywhere).  The guest talks to the VMM through a handful of
  * I/O ports, listed below.
  *
+ * QEMU (`-kernel GUEST.elf -append "NAME ARGS..."`) boots the same ELF
+ * through its PVH note instead: pvh_start (pvh_entry.S) builds that same state
+ * and enters _start the same way.  There the exit port is QEMU's
+ * isa-debug-exit device (iobase=0xf4, iosize=4), the console QEMU's COM1,
+ * and the timer the PC's own PIT and 8259 PIC (PORT_TIMER exists only in
+ * the VMM).
+ *
  * The numbers here mirror kvmbench/backends/kvm/layout.py; change both
  * together.
  */
@@ -28,6 +35,18 @@
 #define PORT_FAULT        0xF5       /* the VMM's own fault stubs; not for guests */
 #define PORT_TIMER        0xF6       /* out 32-bit period in us: periodic timer; 0 stops */
 #define TIMER_VECTOR      0x20       /* the vector the timer interrupt arrives on */
+#define BOOT_ARGS_ADDR    0x8000     /* argv pointers, then the strings */
+#define BOOT_ARGS_SIZE    0x1000
+
+/* The PC hardware a PVH boot finds instead of PORT_TIMER: the 8254 PIT
+ * (channel 0 drives IRQ 0) and the two 8259A PICs. */
+#define PIT_CHANNEL0      0x40
+#define PIT_COMMAND       0x43
+#define PIT_HZ            1193182
+#define PIC1_COMMAND      0x20
+#define PIC1_DATA         0x21
+#define PIC2_COMMAND      0xA0
+#define PIC2_DATA         0xA1
 
 #define PAGE_SIZE         4096
 
@@ -104,8 +123,10 @@ typedef void (*trap_handler_fn)(struct trap_frame *frame);
  * which prints "unhandled exception N at rip=0x..." and exits 128+N. */
 void set_trap_handler(int vector, trap_handler_fn fn);
 
-/* Start (period_us > 0) or stop the VMM's periodic timer on TIMER_VECTOR.
- * It is delivered only while interrupts are enabled. */
+/* Start (period_us > 0) or stop the periodic timer on TIMER_VECTOR: the
+ * VMM's PORT_TIMER, or after a PVH boot the PIT through the PIC (the
+ * runtime sends the PIC its end of interrupt after the handler).  It is
+ * delivered only while interrupts are enabled. */
 void timer_start(unsigned period_us);
 void timer_stop(void);
 
@@ -148,8 +169,12 @@ ALWAYS_INLINE void cpu_relax(void)   { __asm__ volatile("pause" ::: "memory"); }
 /* The guest's entry point, called by _start. */
 int main(int argc, char **argv);
 
-/* Runtime internals, called from crt0.S. */
+/* 1 if the guest was booted through its PVH note (pvh_entry.S), as QEMU boots it. */
+extern int booted_by_pvh;
+
+/* Runtime internals, called from crt0.S and pvh_entry.S. */
 void runtime_init(void);
 void trap_dispatch(struct trap_frame *frame);
+int pvh_boot_args(void);
 
 #endif /* KVMBENCH_RUNTIME_H */
