@@ -60,8 +60,7 @@ OBJECT atomics_result, 8
 .macro RMW_DONE obj, delta
         mov     shadow_\obj(%rip), %rdx
         add     $\delta, %rdx
-        NOTE_READ \obj
-        NOTE_STORE \obj, %rdx
+        NOTE_RMW \obj, %rdx
 .endm
 
         .text

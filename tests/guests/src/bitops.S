@@ -49,8 +49,7 @@ OBJECT bitops_result, 8
 .macro RMW_DONE obj, op, bit
         mov     shadow_\obj(%rip), %rdx
         \op     $\bit, %rdx
-        NOTE_READ \obj
-        NOTE_STORE \obj, %rdx
+        NOTE_RMW \obj, %rdx
 .endm
 
         .text

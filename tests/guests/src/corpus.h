@@ -91,12 +91,15 @@ corpus_cases:
         .popsection
 .endm
 
-/* Counters for a watched variable: stores, changes, reads, plus a shadow
- * (the value the guest knows it holds, kept without reading it). */
+/* Counters for a watched variable: storing instructions, those that
+ * changed it, reading instructions, and instructions that did either (a
+ * read-modify-write is one access); plus a shadow (the value the guest
+ * knows it holds, kept without reading it). */
 .macro WATCHED name
         COUNTER stores_\name
         COUNTER changes_\name
         COUNTER reads_\name
+        COUNTER accesses_\name
         .pushsection .pagedata.zz_counters, "aw", @progbits
         .balign 16
 shadow_\name: .quad 0, 0
@@ -137,6 +140,7 @@ shadow_\name: .quad 0, 0
  * from the shadow.  Clobbers the flags. */
 .macro NOTE_STORE obj, reg
         incq    stores_\obj(%rip)
+        incq    accesses_\obj(%rip)
         cmp     \reg, shadow_\obj(%rip)
         je      .Lnote_same\@
         incq    changes_\obj(%rip)
@@ -144,9 +148,17 @@ shadow_\name: .quad 0, 0
 .Lnote_same\@:
 .endm
 
-/* The instruction before read \obj, \times times. */
-.macro NOTE_READ obj, times=1
-        addq    $\times, reads_\obj(%rip)
+/* The instruction before read \obj. */
+.macro NOTE_READ obj
+        incq    reads_\obj(%rip)
+        incq    accesses_\obj(%rip)
+.endm
+
+/* The instruction before read and stored \obj (one access), which now
+ * holds \reg.  Clobbers the flags. */
+.macro NOTE_RMW obj, reg
+        incq    reads_\obj(%rip)
+        NOTE_STORE \obj, \reg
 .endm
 
 /* Begin a function symbol \name (global, typed, for symbolizers). */

@@ -9,6 +9,10 @@
  */
 #include "corpus.h"
 
+/* 1 while a case runs (on the counter page: no test watches it), so a test
+ * can tell that a stop came after the case ended. */
+COUNTER_PAGE volatile u64 corpus_in_case;
+
 /* Keep the calls and their own entry points at every optimisation level. */
 __attribute__((noipa)) void corpus_case_begin(void)
 {
@@ -53,8 +57,10 @@ int main(int argc, char **argv)
     for (const struct corpus_case *c = corpus_cases; c->name != NULL; c++) {
         if (!str_eq(which, "all") && !str_eq(which, c->name))
             continue;
+        corpus_in_case = 1;
         corpus_case_begin();
         c->run(n > 0 ? n : c->default_n);
+        corpus_in_case = 0;
         corpus_case_end();
         ran++;
     }

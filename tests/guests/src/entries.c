@@ -10,12 +10,12 @@
  * is noted beside it; tests/test_corpus_build.py checks that together they
  * cover every shape the corpus promises.
  *
- * Case "frameless" (default N 3): calls the frameless leaves through
- * call_with_decoy_rbp (entries_decoy.S would be assembly; here inline
- * asm), which sets rbp to a fake frame whose "return address" is
- * decoy_target: a debugger that takes rbp for a frame pointer in a
- * frameless function finds decoy_target there, not the real caller
- * (frameless_return_site).
+ * Case "frameless" (default N 3): calls frameless_walk through
+ * call_with_decoy_rbp, which sets rbp to a fake frame whose "return
+ * address" is decoy_target: a debugger that takes rbp for a frame pointer
+ * in a frameless function finds decoy_target there, not the real caller
+ * (the global label frameless_return_site).  hot_loop does the same
+ * naturally: gcc keeps its running sum in rbp while hot_leaf runs.
  *
  * Ground truth: calls_<fn>; results_sum (checksummed).
  */
@@ -27,6 +27,7 @@ COUNTER_PAGE volatile u64 calls_leaf_lea;
 COUNTERS volatile u64 calls_leaf_test;
 COUNTERS volatile u64 calls_leaf_xor;
 COUNTERS volatile u64 calls_leaf_count;
+COUNTERS volatile u64 calls_store_if;
 COUNTERS volatile u64 calls_load_first;
 COUNTERS volatile u64 calls_local_array;
 COUNTERS volatile u64 calls_keeps_rbx;
@@ -41,6 +42,7 @@ COUNTERS volatile u64 calls_frameless_walk;
 COUNTERS volatile u64 hot_iterations;
 
 volatile u64 results_sum;
+volatile long scratch[4];
 volatile long table[16] = {3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9, 3};
 
 /* -- leaves: no stack frame at all -------------------------------------- */
@@ -63,6 +65,12 @@ ENTRY long leaf_xor(const volatile long *p, long n)   /* test %rsi, %rsi (-Os: x
     for (long i = 0; i < n; i++)
         sum += p[i];
     return sum;
+}
+
+ENTRY void store_if(volatile long *p, long v)   /* test %rdi, %rdi */
+{
+    if (p != NULL)
+        *p = v;
 }
 
 ENTRY long leaf_count(u64 x)                /* xor %eax, %eax */
@@ -223,6 +231,9 @@ static void case_entries(long n)
         sum += tail_after_add(i);
         calls_leaf_count++;
         sum += leaf_count(i);
+        calls_store_if++;
+        store_if((i & 3) ? &scratch[i & 3] : NULL, i);
+        sum += scratch[i & 3];
         calls_loop_first++;
         sum += loop_first(i & 7);
     }
@@ -251,7 +262,7 @@ const struct corpus_case corpus_cases[] = {
 
 #define C(name) {#name, &name}
 const struct corpus_counter corpus_counters[] = {
-    C(calls_leaf_lea), C(calls_leaf_test), C(calls_leaf_xor), C(calls_leaf_count), C(calls_load_first),
+    C(calls_leaf_lea), C(calls_leaf_test), C(calls_leaf_xor), C(calls_leaf_count), C(calls_store_if), C(calls_load_first),
     C(calls_local_array), C(calls_keeps_rbx), C(calls_keeps_many), C(calls_tail_only),
     C(calls_tail_after_add), C(calls_tail_target), C(calls_loop_first), C(calls_hot_leaf),
     C(calls_decoy_target), C(calls_frameless_walk), C(hot_iterations),

@@ -45,6 +45,7 @@ OBJECT stack_result, 8
         COUNTER count_pop
         COUNTER count_pushf
         COUNTER count_pop_flags
+        COUNTER count_push_flags_back
         COUNTER count_popf
         COUNTER count_push_mem
         COUNTER count_pop_mem
@@ -121,7 +122,10 @@ SITE site_pop_flags
         cmp     $0x46, %rax
         je      1f
         COUNT count_wrong
-1:      push    %rax
+1:
+SITE site_push_flags_back
+        push    %rax
+        COUNT count_push_flags_back
         NOTE_STORE stack_slot, %rax
 SITE site_popf
         popfq
