@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test browser guests bench probe clean
+.PHONY: lab test browser debian guests bench probe clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ lab: $(STAMP)
 	$(BIN)/kvmbench lab
 
 ## test: the whole test suite (installs Debian's chromium for the browser test)
-test: $(STAMP) browser
+test: $(STAMP) browser debian
 	$(BIN)/python -m pytest
 
 # The real-browser test drives Debian's chromium; Playwright's own browser
@@ -27,6 +27,18 @@ browser:
 	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	fi
+
+# QEMU for the qemu target and Linux sessions, busybox-static for the Linux
+# initramfs, gdb and lldb as reference debuggers: Debian's packages, each
+# installed only where missing (needs root, as browser does).
+DEBIAN_PACKAGES := qemu-system-x86 busybox-static gdb lldb
+debian:
+	@missing=""; for package in $(DEBIAN_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$package 2>/dev/null | grep -q "ok installed" || missing="$$missing $$package"; \
+	done; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	elif [ -n "$$missing" ]; then echo "kvmbench needs Debian's$$missing (run make as root to install them)"; fi
 
 ## guests: rebuild the bundled guest ELFs from kvmbench/guests/src
 guests:

@@ -18,6 +18,7 @@ from kvmbench.backends.capabilities import HostCapabilities
 from kvmbench.backends.kvm import layout
 from kvmbench.backends.kvm.machine import Machine
 from kvmbench.backends.kvm.probe import probe_host
+from kvmbench.backends.kvm.target import KvmTarget
 from kvmbench.engine.session import Session
 from kvmbench.guests import GUEST_NAMES, guest_path
 from kvmbench.symbols import load_symbols
@@ -49,6 +50,6 @@ def open(  # noqa: A001 - the library's entry point, like io.open
     image = resolve_image(guest)
     caps = capabilities if capabilities is not None else probe_host()
     machine = Machine.boot(image, [str(a) for a in args], mem_size=mem_size, on_console=on_console)
-    return Session(machine, lambda: load_symbols(image), caps, image)
+    return Session(KvmTarget(machine, caps), lambda: load_symbols(image), image)
 
 

@@ -70,6 +70,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             if not stop.alive:
                 print(f"kvmbench: {stop.describe()}", file=sys.stderr)
                 return 128
+            if stop.reason is StopReason.HALTED:
+                # Continuing would halt again at once: nothing can wake it.
+                where = session.symbols.format_address(stop.pc) if stop.pc is not None else ""
+                print(f"kvmbench: {stop.describe()} ({where})", file=sys.stderr)
+                return 125
             where = session.symbols.format_address(stop.pc) if stop.pc is not None else ""
             print(f"[kvmbench] {stop.describe()} ({where})", file=sys.stderr)
         if requests:

@@ -95,5 +95,13 @@ class ConditionError(BreakpointError):
     """A breakpoint condition that does not compile or raised when evaluated."""
 
 
+class FrameUnknown(KvmbenchError):
+    """A frame's caller cannot be found without guessing from frame data."""
+
+
 class SessionStateError(KvmbenchError):
     """The command needs another session state (no guest, running, exited)."""
+
+
+class QemuError(KvmbenchError):
+    """QEMU is missing, failed to start, exited, or refused a QMP command."""

@@ -348,3 +348,34 @@ def test_every_memory_operand_of_the_program_has_an_address(gcc_program: Path) -
     for insn in disassemble(code, start):
         for access in memory_accesses(insn, REGS):
             assert 0 <= access.address < 1 << 64 and access.size > 0
+
+
+@pytest.mark.parametrize(("hex_bytes", "offset", "expected"), [
+    pytest.param("480fa307", 70, (0x3008, 8, R), id="bt-qword-beyond-the-operand"),
+    pytest.param("480fab07", -1, (0x2FF8, 8, RW), id="bts-negative-offset-goes-below"),
+    pytest.param("0fa307", 33, (0x3004, 4, R), id="bt-dword-register-offset"),
+    pytest.param("0fb307", 31, (0x3000, 4, RW), id="btr-inside-the-operand"),
+    pytest.param("0fba2f05", 0, (0x3000, 4, RW), id="bts-immediate-stays-at-the-operand"),
+])
+def test_bit_tests_with_a_register_offset_touch_the_unit_holding_the_bit(
+        hex_bytes: str, offset: int, expected: tuple[int, int, OperandAccess]) -> None:
+    regs = dict(REGS, rax=offset & (2**64 - 1))
+    assert accesses(hex_bytes, regs) == [MemoryAccess(*expected)]
+
+
+def test_a_rep_step_accesses_every_iteration_rcx_counted() -> None:
+    from kvmbench.arch.instructions import string_accesses
+
+    insn = decode(bytes.fromhex("f348a5"), 0x1000)  # rep movsq
+    before = dict(REGS, rcx=12, rflags=0x202)
+    after = dict(before, rcx=0)
+    assert string_accesses(insn, before, after) == [
+        MemoryAccess(0x3000, 96, W), MemoryAccess(0x2000, 96, R)]
+
+
+def test_a_rep_step_backwards_covers_the_elements_below_the_start() -> None:
+    from kvmbench.arch.instructions import string_accesses
+
+    insn = decode(bytes.fromhex("f3aa"), 0x1000)  # rep stosb, DF set
+    before = dict(REGS, rcx=4, rflags=0x602)
+    assert string_accesses(insn, before, dict(before, rcx=1)) == [MemoryAccess(0x2FFE, 3, W)]

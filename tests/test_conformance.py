@@ -87,9 +87,9 @@ def test_dr7_gd_traps_a_mov_to_a_debug_register(open_guest, skip_unless) -> None
 
     s = open_guest("probe", ["movdr"])
     site = s.symbols.resolve("probe_movdr_site")
-    s.machine.set_guest_debug(abi.KVM_GUESTDBG_ENABLE | abi.KVM_GUESTDBG_USE_HW_BP,
+    s.target.machine.set_guest_debug(abi.KVM_GUESTDBG_ENABLE | abi.KVM_GUESTDBG_USE_HW_BP,
                               (0, 0, 0, 0, 0, 0, 0, 0x400 | int(Dr6.BD)))
-    event = s.machine.run()
+    event = s.target.machine.run()
     assert isinstance(event, Debug) and event.exception == 1
     assert event.pc == site
     assert significant_bits(event.dr6) == Dr6.BD

@@ -154,22 +154,22 @@ def test_delete_and_close_restore_guest_code(open_guest, skip_unless) -> None:
     skip_unless(Feature.HLT_TRAP)
     s = open_guest("fib", [5])
     fib = s.symbols.get_by_name("fib").address
-    physical = s.machine.translate(fib)
-    original = s.machine.memory.read(physical, 1)
+    physical = s.target.machine.translate(fib)
+    original = s.target.machine.memory.read(physical, 1)
     bp = s.breakpoints.add("fib", kind="sw")
-    assert s.machine.memory.read(physical, 1) != original  # trap planted
+    assert s.target.machine.memory.read(physical, 1) != original  # trap planted
     assert s.mem.read(fib, 1) == original  # and hidden
     s.breakpoints.delete(bp.number)
-    assert s.machine.memory.read(physical, 1) == original
+    assert s.target.machine.memory.read(physical, 1) == original
     s.breakpoints.add("fib", kind="sw")
     seen = []
-    machine_close = s.machine.close
+    machine_close = s.target.machine.close
 
     def close_after_looking() -> None:
-        seen.append(s.machine.memory.read(physical, 1))
+        seen.append(s.target.machine.memory.read(physical, 1))
         machine_close()
 
-    s.machine.close = close_after_looking  # type: ignore[method-assign]
+    s.target.machine.close = close_after_looking  # type: ignore[method-assign]
     s.close()
     assert seen == [original]
 

@@ -44,14 +44,14 @@ def test_guest_memory_is_what_the_guest_wrote(caps, program) -> None:  # type: i
                 assert s.mem.read(text, size) == pristine
         seen: list[bytes] = []
         if s.state.value == "stopped":
-            physical = s.machine.translate(text)
-            close = s.machine.close
+            physical = s.target.machine.translate(text)
+            close = s.target.machine.close
 
             def look_then_close() -> None:
-                seen.append(s.machine.memory.read(physical, size))
+                seen.append(s.target.machine.memory.read(physical, size))
                 close()
 
-            s.machine.close = look_then_close  # type: ignore[method-assign]
+            s.target.machine.close = look_then_close  # type: ignore[method-assign]
             s.close()
             assert seen == [pristine]
     finally:

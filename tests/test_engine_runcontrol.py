@@ -13,6 +13,7 @@ import time
 import pytest
 from conftest import fib_value
 
+from kvmbench.arch.instructions import decode
 from kvmbench.arch.x86_64 import Dr6, significant_bits
 from kvmbench.backends.capabilities import Feature
 from kvmbench.engine.model import StopReason
@@ -149,7 +150,7 @@ def test_until_without_location_does_not_loop_back(open_guest) -> None:
     s.finish()  # back in main's loop
     # step until the backward jump of the for loop, then `until` over it
     for _ in range(40):
-        insn = s._current_instruction()
+        insn = decode(s.mem.read(s.pc, 15), s.pc)
         if insn.is_jump and insn.branch_target is not None and insn.branch_target < insn.address:
             break
         s.nexti()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 
 from kvmbench.backends.capabilities import Feature, HostCapabilities, ProbeResult
+from kvmbench.backends.kvm.target import capabilities_for
+from kvmbench.backends.target import TargetCapabilities
 from kvmbench.engine.model import Access, Kind, Mechanism
 from kvmbench.engine.planner import (
     parse_mechanism,
@@ -15,14 +17,14 @@ from kvmbench.engine.planner import (
 )
 from kvmbench.errors import MechanismUnavailable, UsageError
 
-IDEAL = HostCapabilities.assume_all()
+IDEAL = capabilities_for(HostCapabilities.assume_all())
 
 
-def without(*missing: Feature) -> HostCapabilities:
-    return HostCapabilities.from_results(
+def without(*missing: Feature) -> TargetCapabilities:
+    return capabilities_for(HostCapabilities.from_results(
         "test host",
         [ProbeResult(f, f not in missing, "" if f not in missing else "broken here") for f in Feature],
-    )
+    ))
 
 
 def mechanisms(plan) -> list[Mechanism]:  # type: ignore[no-untyped-def]
@@ -84,16 +86,16 @@ def test_nothing_can_watch_reads_without_slots_or_stepping() -> None:
 
 
 def test_this_host_auto_breakpoint_is_its_software_trap(caps: HostCapabilities) -> None:
-    sw = software_trap(caps)
+    sw = software_trap(capabilities_for(caps))
     if sw is None:
         pytest.skip(caps.why_not(Feature.HLT_TRAP))
-    assert mechanisms(plan_breakpoint(Kind.AUTO, caps))[0] is sw
+    assert mechanisms(plan_breakpoint(Kind.AUTO, capabilities_for(caps)))[0] is sw
     expected = Mechanism.INT3 if caps.works(Feature.INT3) else Mechanism.HLT_TRAP
     assert sw is expected
 
 
 def test_this_host_write_watch_plan_matches_its_probe(caps: HostCapabilities) -> None:
-    first = mechanisms(plan_watchpoint(Kind.AUTO, Access.WRITE, caps))[0]
+    first = mechanisms(plan_watchpoint(Kind.AUTO, Access.WRITE, capabilities_for(caps)))[0]
     if caps.works(Feature.HW_WRITE_WATCH):
         assert first is Mechanism.HW_DATA
     elif caps.works(Feature.READONLY_MEMSLOT):
@@ -109,7 +111,7 @@ def test_watchpoints_move_to_a_freed_hw_slot_and_hw_fails_naming_holders(caps) -
     import kvmbench
     from kvmbench.errors import SlotsExhausted
 
-    s = kvmbench.open("counter", ["1"], capabilities=IDEAL)
+    s = kvmbench.open("counter", ["1"], capabilities=HostCapabilities.assume_all())
     try:
         bps = [s.breakpoints.add(f, kind="hw") for f in ("increment", "add_ten", "reader", "main")]
         wp = s.watchpoints.add("counter")

@@ -185,7 +185,9 @@ def test_relocated_below_zero_is_an_error(table: SymbolTable) -> None:
 
 def test_lookups_stay_fast_on_a_kernel_sized_table() -> None:
     # vmlinux has ~150k symbols: building the table and formatting an
-    # address must not make a stop card wait. Bounds are ~5x this host.
+    # address must not make a stop card wait. The bounds say "no stop card
+    # waits" (about 50x this host unloaded), not how fast: this machine is
+    # shared and its speed varies severalfold.
     rng = random.Random(7)
     symbols = [Symbol(f"sym_{i}", 0x1000 + 0x40 * i, rng.choice([0, 0x20, 0x40]), FUNC) for i in range(150_000)]
     addresses = [rng.randrange(0x1000, 0x1000 + 0x40 * 150_000) for _ in range(50_000)]
@@ -195,5 +197,5 @@ def test_lookups_stay_fast_on_a_kernel_sized_table() -> None:
     for address in addresses:
         table.format_address(address)
     done = time.perf_counter()
-    assert built - start < 1.5
-    assert (done - built) / len(addresses) < 20e-6
+    assert built - start < 10
+    assert (done - built) / len(addresses) < 200e-6

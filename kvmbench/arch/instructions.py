@@ -19,13 +19,14 @@ What :func:`memory_accesses` covers:
 - string instructions (movs, stos, lods, cmps, scas, ins, outs) at rsi/rdi,
   one element: with a rep prefix a single step executes one iteration, so
   the next iteration's element is what is reported (nothing when rcx is 0);
-- xlat's implicit [rbx + al].
+- xlat's implicit [rbx + al];
+- bt/bts/btr/btc with a register bit offset on memory: the operand-sized
+  unit the signed offset selects, which may lie outside the operand.
 
 Not covered (``memory_accesses`` raises BreakpointError with the reason):
 xsave/xrstor (size depends on XCR0), gathers and scatters (addresses in a
-vector register), bt/bts/btr/btc with a register bit offset on memory (may
-address outside the operand), far returns, 16/32-bit iret, enter with a
-nesting level, and the frames that int/syscall/exceptions push. Accesses
+vector register), far returns, 16/32-bit iret, enter with a nesting level,
+and the frames that int/syscall/exceptions push. Accesses
 the CPU makes on its own (page-table walks, descriptor-table loads) are not
 instruction accesses and are never reported.
 """
@@ -65,6 +66,7 @@ __all__ = [
     "decode",
     "disassemble",
     "memory_accesses",
+    "string_accesses",
 ]
 
 # An x86 instruction is at most 15 bytes (SDM vol. 2, 2.3.11); reading this
@@ -145,6 +147,8 @@ class Instruction:
     repeat: bool = False  # a rep-prefixed string instruction
     address_size: int = 8  # 4 with the 0x67 prefix
     memory_note: str = ""  # why memory_accesses cannot be exact, if it cannot
+    #: bt/bts/btr/btc on memory: (register, its size) holding the signed bit offset.
+    bit_offset: tuple[str, int] | None = None
     bytes: bytes = b""  # last: the name shadows the builtin inside the class body
 
     @property
@@ -226,11 +230,8 @@ _UNCOVERED_PREFIXES: tuple[tuple[str, str], ...] = (
     ("xsave", "its size depends on XCR0"),
     ("xrstor", "its size depends on XCR0"),
 )
+_BIT_TESTS = frozenset({"bt", "bts", "btr", "btc"})
 _UNCOVERED: Mapping[str, str] = MappingProxyType({
-    "bt": "a register bit offset may address outside the operand",
-    "bts": "a register bit offset may address outside the operand",
-    "btr": "a register bit offset may address outside the operand",
-    "btc": "a register bit offset may address outside the operand",
     "retf": "far returns are not modelled",
     "iret": "16/32-bit iret is not modelled",
     "iretd": "16/32-bit iret is not modelled",
@@ -278,8 +279,11 @@ def _from_capstone(insn: CsInsn) -> Instruction:
     for prefix, reason in _UNCOVERED_PREFIXES:
         if name.startswith(prefix):
             note = reason
-    if name in _UNCOVERED and (not name.startswith("bt") or _bit_offset_in_register(operands)):
+    if name in _UNCOVERED:
         note = _UNCOVERED[name]
+    bit_offset = None
+    if name in _BIT_TESTS and _bit_offset_in_register(operands):
+        bit_offset = (insn.reg_name(operands[1].reg), operands[1].size)
 
     prefixes = insn.prefix
     return Instruction(
@@ -297,6 +301,7 @@ def _from_capstone(insn: CsInsn) -> Instruction:
         repeat=is_string and prefixes[0] in _PREFIX_REP,
         address_size=4 if prefixes[3] == _PREFIX_ADDRESS_SIZE else 8,
         memory_note=note,
+        bit_offset=bit_offset,
         bytes=bytes(insn.bytes),
     )
 
@@ -444,5 +449,42 @@ def memory_accesses(insn: Instruction, regs: Mapping[str, int]) -> list[MemoryAc
             ea &= 0xFFFF_FFFF
         if op.segment:
             ea += regs[f"{op.segment}_base"]
+        if insn.bit_offset is not None and not op.implicit:
+            ea += _bit_test_displacement(*insn.bit_offset, op.size, regs, insn)
         accesses.append(MemoryAccess(ea & _MASK64, op.size, op.access))
+    return accesses
+
+
+def _bit_test_displacement(register: str, width: int, size: int, regs: Mapping[str, int],
+                           insn: Instruction) -> int:
+    """Bytes from the operand to the unit a register bit offset selects: the
+    offset is signed, and the CPU accesses the operand-sized unit holding
+    the bit, ``size * floor(offset / (8 * size))`` bytes away (SDM vol. 2,
+    BT: "Bit(BitBase, BitOffset)" with a register offset)."""
+    value = _register(register, regs, insn)
+    if value >= 1 << (8 * width - 1):
+        value -= 1 << (8 * width)
+    return size * (value // (8 * size))
+
+
+def string_accesses(insn: Instruction, before: Mapping[str, int],
+                    after: Mapping[str, int]) -> list[MemoryAccess]:
+    """What the iterations of a rep-prefixed string instruction touched
+    between two register states: as many elements per operand as rcx went
+    down, from where rsi/rdi stood, in the direction DF says.
+
+    A single-step of a rep instruction runs one iteration on some CPUs and
+    all of them on others (this project's kvm_pvm host), so only the
+    registers tell (SDM vol. 2, REP: rcx counts iterations done).
+    """
+    mask = 0xFFFF_FFFF if insn.address_size == 4 else _MASK64
+    iterations = (before["rcx"] - after["rcx"]) & mask
+    if not iterations:
+        return []
+    down = bool(before["rflags"] & (1 << 10))  # DF
+    accesses: list[MemoryAccess] = []
+    for op, access in zip(insn.memory_operands, memory_accesses(insn, before)):
+        length = op.size * iterations
+        first = access.address - (length - op.size) if down else access.address
+        accesses.append(MemoryAccess(first & _MASK64, length, access.access))
     return accesses

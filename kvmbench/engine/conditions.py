@@ -76,7 +76,7 @@ class ConditionNames(dict[str, object]):
     def __missing__(self, name: str) -> object:
         session = self._session
         try:
-            return getattr(session.machine.regs, Registers.canonical(name))
+            return session.target.read_register(Registers.canonical(name))
         except UsageError:
             pass
         symbol = session.symbols.get_by_name(name)

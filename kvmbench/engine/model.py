@@ -34,10 +34,22 @@ class Mechanism(enum.Enum):
     HW_DATA = "hardware data slot"
     PAGE_TRAP = "page trap"
     STEP_COMPARE = "single-step compare"
+    #: Inserted by a GDB stub itself (QEMU's Z0; the guest would take a
+    #: trap byte the engine wrote).
+    STUB_BREAKPOINT = "stub breakpoint (Z0)"
+    STUB_HW_BREAKPOINT = "stub hw breakpoint (Z1)"
+    STUB_WATCH = "stub watchpoint (Z2-Z4)"
 
     @property
     def is_software_trap(self) -> bool:
+        """A trap byte the engine writes into guest code itself."""
         return self in (Mechanism.INT3, Mechanism.HLT_TRAP)
+
+    @property
+    def is_stub(self) -> bool:
+        """Inserted and removed by the target itself."""
+        return self in (Mechanism.STUB_BREAKPOINT, Mechanism.STUB_HW_BREAKPOINT,
+                        Mechanism.STUB_WATCH)
 
 
 class StopOn(enum.Enum):
@@ -131,6 +143,7 @@ class RunState(enum.Enum):
     RUNNING = "running"
     EXITED = "exited"
     CRASHED = "crashed"
+    CLOSED = "closed"
 
 
 # --- stops ---------------------------------------------------------------------
@@ -146,6 +159,8 @@ class StopReason(enum.Enum):
     EXITED = "exited"
     CRASHED = "crashed"
     GUEST_TRAP = "guest trap"
+    #: The guest halted with nothing that could wake it (``cli; hlt``).
+    HALTED = "halted"
 
 
 @dataclass(frozen=True)

@@ -127,6 +127,17 @@ class PatchTable:
                     out[a - address] = patch.opcode
         self._memory.write(address, bytes(out))
 
+    def resync(self, pages: frozenset[int] | set[int]) -> None:
+        """The guest wrote these pages without the traps being seen (a store
+        stepped with the pages writable): a trap byte it overwrote takes the
+        written byte as its original and is planted again."""
+        for patch in self._patches.values():
+            if patch.address >> PAGE_SHIFT in pages and patch.armed:
+                current = self._memory.read(patch.address, 1)[0]
+                if current != patch.opcode:
+                    patch.original = current
+                    self._memory.write(patch.address, bytes([patch.opcode]))
+
     def pages(self) -> set[int]:
         """Page numbers that hold at least one trap."""
         return {a >> PAGE_SHIFT for a in self._patches}

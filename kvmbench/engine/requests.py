@@ -1,6 +1,11 @@
 """The user's requests as collections: ``session.breakpoints`` and
 ``session.watchpoints``. They number requests as gdb does (one sequence for
-both), parse what the user typed, and leave serving to the session."""
+both), check and parse what the user passed, own the registry of requests
+and their conditions, and leave serving to :mod:`kvmbench.engine.serving`.
+
+Every change goes through :meth:`Session._change`: applied at once while
+the guest is stopped, or by pausing a running guest and resuming it.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,10 @@ from kvmbench.errors import UsageError
 if TYPE_CHECKING:
     from kvmbench.engine.session import Session
 
+#: Longest watched range: a page trap keeps a value copy of it, and
+#: single-step compare reads it back after every step.
+MAX_WATCH_LENGTH = 1 << 20
+
 
 class RequestNumbers:
     """Numbering shared by breakpoints and watchpoints, as gdb does."""
@@ -28,12 +37,38 @@ class RequestNumbers:
         return number
 
 
+def _check_location(location: object) -> str | int:
+    if isinstance(location, bool) or not isinstance(location, (str, int)):
+        raise UsageError(f"a location is a symbol, 'symbol+offset', 'file.c:line' or an "
+                         f"address, not {location!r}")
+    return location
+
+
+def _check_count(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UsageError(f"{what} is an integer, not {value!r}")
+    if value < 0:
+        raise UsageError(f"{what} must not be negative")
+    return value
+
+
+def _check_flag(value: object, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise UsageError(f"{what} is True or False, not {value!r}")
+    return value
+
+
+def _compile(condition: Condition) -> CompiledCondition | None:
+    return CompiledCondition(condition) if condition is not None else None
+
+
 class Breakpoints:
     """``session.breakpoints``: add, delete, enable, disable, iterate."""
 
     def __init__(self, session: "Session") -> None:
         self._session = session
         self._by_number: dict[int, Breakpoint] = {}
+        self._conditions: dict[int, CompiledCondition | None] = {}
 
     def add(
         self,
@@ -52,40 +87,95 @@ class Breakpoints:
         Symbols break at their first instruction (gdb's ``break *fib``), so a
         tracepoint counts every call and sees the caller's return address.
         ``mechanism`` ("hlt trap", "hardware execute slot"...) serves it by
-        exactly that mechanism, or fails saying why the host cannot.
+        exactly that mechanism, or fails saying why the target cannot.
         """
-        return self._session._add_breakpoint(
-            location, parse_kind(kind), condition, ignore_count, temporary, tracepoint, enabled,
-            None if mechanism is None else parse_mechanism(mechanism),
-        )
+        session = self._session
+        location = _check_location(location)
+        kind = parse_kind(kind)
+        requested = None if mechanism is None else parse_mechanism(mechanism)
+        ignore_count = _check_count(ignore_count, "an ignore count")
+        temporary = _check_flag(temporary, "temporary")
+        tracepoint = _check_flag(tracepoint, "tracepoint")
+        enabled = _check_flag(enabled, "enabled")
+        compiled = _compile(condition)
+
+        def change() -> Breakpoint:
+            text, address = session._resolve(location)
+            session._check_code_address(address, kind, requested)
+            bp = Breakpoint(
+                number=session._numbers.next_number, location=text, address=address, kind=kind,
+                condition=condition, ignore_count=ignore_count, temporary=temporary,
+                tracepoint=tracepoint, enabled=enabled, requested=requested,
+            )
+            if enabled:
+                session.serving.serve_breakpoint(bp)
+            session._numbers.take()
+            self._by_number[bp.number] = bp
+            self._conditions[bp.number] = compiled
+            return bp
+
+        return session._change(change)
 
     def trace(self, location: str | int, **options: object) -> Breakpoint:
         """A tracepoint: counts hits and never stops."""
         return self.add(location, tracepoint=True, **options)  # type: ignore[arg-type]
 
     def delete(self, number: int) -> None:
-        self._session._delete_breakpoint(self[number])
+        bp = self[number]
+
+        def change() -> None:
+            session = self._session
+            session.serving.unserve_breakpoint(bp)
+            session.serving.replan(session.watchpoints)
+            self._by_number.pop(bp.number, None)
+            self._conditions.pop(bp.number, None)
+            session.hits.forget(bp.number)
+
+        self._session._change(change)
 
     def enable(self, number: int) -> None:
-        self._session._set_enabled(self[number], True)
+        self._set_enabled(self[number], True)
 
     def disable(self, number: int) -> None:
-        self._session._set_enabled(self[number], False)
+        self._set_enabled(self[number], False)
+
+    def _set_enabled(self, bp: Breakpoint, enabled: bool) -> None:
+        serving = self._session.serving
+
+        def change() -> None:
+            if enabled and not bp.enabled:
+                serving.serve_breakpoint(bp)
+            elif not enabled and bp.enabled:
+                serving.unserve_breakpoint(bp)
+                serving.replan(self._session.watchpoints)
+            bp.enabled = enabled
+
+        self._session._change(change)
 
     def set_condition(self, number: int, condition: Condition) -> None:
         bp = self[number]
-        self._session._conditions[bp.number] = (
-            CompiledCondition(condition) if condition is not None else None
-        )
-        bp.condition = condition
+        compiled = _compile(condition)
+
+        def change() -> None:
+            self._conditions[bp.number] = compiled
+            bp.condition = condition
+
+        self._session._change(change)
 
     def set_ignore_count(self, number: int, count: int) -> None:
-        if count < 0:
-            raise UsageError("ignore count must not be negative")
-        self[number].ignore_count = count
+        bp = self[number]
+        count = _check_count(count, "an ignore count")
+
+        def change() -> None:
+            bp.ignore_count = count
+
+        self._session._change(change)
+
+    def condition_of(self, number: int) -> CompiledCondition | None:
+        return self._conditions.get(number)
 
     def __getitem__(self, number: int) -> Breakpoint:
-        bp = self._by_number.get(number)
+        bp = self._by_number.get(number) if isinstance(number, int) else None
         if bp is None:
             raise UsageError(f"no breakpoint number {number}")
         return bp
@@ -109,6 +199,7 @@ class Watchpoints:
     def __init__(self, session: "Session") -> None:
         self._session = session
         self._by_number: dict[int, Watchpoint] = {}
+        self._conditions: dict[int, CompiledCondition | None] = {}
 
     def add(
         self,
@@ -131,17 +222,82 @@ class Watchpoints:
         ``mechanism`` ("page trap", "single-step compare", "hardware data
         slot") serves it by exactly that mechanism or fails saying why.
         """
-        return self._session._add_watchpoint(
-            location, length, parse_access(access), parse_kind(kind), condition, ignore_count,
-            tracepoint, None if mechanism is None else parse_mechanism(mechanism),
-            parse_stop_on(stop_on),
-        )
+        session = self._session
+        location = _check_location(location)
+        if length is not None:
+            length = _check_count(length, "a watch length")
+            if length == 0:
+                raise UsageError("watch length must be positive, not 0")
+            if length > MAX_WATCH_LENGTH:
+                raise UsageError(f"watch length {length} is more than {MAX_WATCH_LENGTH} bytes")
+        access = parse_access(access)
+        kind = parse_kind(kind)
+        requested = None if mechanism is None else parse_mechanism(mechanism)
+        stop = parse_stop_on(stop_on)
+        ignore_count = _check_count(ignore_count, "an ignore count")
+        tracepoint = _check_flag(tracepoint, "tracepoint")
+        compiled = _compile(condition)
+
+        def change() -> Watchpoint:
+            text, address = session._resolve(location)
+            size = length
+            if size is None:
+                symbol = session.symbols.get_by_name(text) if isinstance(location, str) else None
+                size = symbol.size if symbol is not None and symbol.size else 8
+                size = min(size, MAX_WATCH_LENGTH)
+            session._check_data_range(address, size, requested)
+            wp = Watchpoint(
+                number=session._numbers.next_number, location=text, address=address, length=size,
+                access=access, kind=kind, condition=condition, ignore_count=ignore_count,
+                tracepoint=tracepoint, requested=requested, stop_on=stop,
+            )
+            wp.value = session._mem.read(address, size)
+            session.serving.serve_watch(wp)
+            session._numbers.take()
+            self._by_number[wp.number] = wp
+            self._conditions[wp.number] = compiled
+            return wp
+
+        return session._change(change)
 
     def delete(self, number: int) -> None:
-        self._session._delete_watchpoint(self[number])
+        wp = self[number]
+
+        def change() -> None:
+            session = self._session
+            session.serving.unserve_watch(wp)
+            self._by_number.pop(wp.number, None)
+            self._conditions.pop(wp.number, None)
+            session.hits.forget(wp.number)
+            session.serving.replan(self)
+
+        self._session._change(change)
+
+    def enable(self, number: int) -> None:
+        self._set_enabled(self[number], True)
+
+    def disable(self, number: int) -> None:
+        self._set_enabled(self[number], False)
+
+    def _set_enabled(self, wp: Watchpoint, enabled: bool) -> None:
+        session = self._session
+
+        def change() -> None:
+            if enabled and not wp.enabled:
+                wp.value = session.read_watched(wp)
+                session.serving.serve_watch(wp)
+            elif not enabled and wp.enabled:
+                session.serving.unserve_watch(wp)
+                session.serving.replan(self)
+            wp.enabled = enabled
+
+        session._change(change)
+
+    def condition_of(self, number: int) -> CompiledCondition | None:
+        return self._conditions.get(number)
 
     def __getitem__(self, number: int) -> Watchpoint:
-        wp = self._by_number.get(number)
+        wp = self._by_number.get(number) if isinstance(number, int) else None
         if wp is None:
             raise UsageError(f"no watchpoint number {number}")
         return wp
@@ -155,17 +311,20 @@ class Watchpoints:
     def __len__(self) -> int:
         return len(self._by_number)
 
+    def __contains__(self, number: object) -> bool:
+        return number in self._by_number
+
 
 def parse_kind(kind: Kind | str) -> Kind:
     try:
-        return kind if isinstance(kind, Kind) else Kind(kind.lower())
+        return kind if isinstance(kind, Kind) else Kind(str(kind).lower())
     except ValueError:
         raise UsageError(f"breakpoint kind must be auto, hw or sw, not {kind!r}") from None
 
 
 def parse_access(access: Access | str) -> Access:
     try:
-        return access if isinstance(access, Access) else Access(access.lower())
+        return access if isinstance(access, Access) else Access(str(access).lower())
     except ValueError:
         raise UsageError(f"watch access must be write, read or access, not {access!r}") from None
 

@@ -71,7 +71,20 @@ class Int3Undelivered:
     pc: int
 
 
-MachineEvent = Debug | Hlt | Mmio | Paused | GuestExited | Int3Undelivered
+@dataclass(frozen=True, slots=True)
+class TrappedStore:
+    """One instruction's stores to read-only pages, completed without
+    running further (api.rst, KVM_RUN: re-entering with immediate_exit
+    completes pending MMIO "without allowing any further instructions to be
+    executed"). ``pieces`` are (guest-physical address, data), not yet in
+    memory; a store across two pages comes as two. ``debug`` is a debug exit
+    the completion itself produced (a single-step on hosts that report one)."""
+
+    pieces: tuple[tuple[int, bytes], ...]
+    debug: Debug | None = None
+
+
+MachineEvent = Debug | Hlt | Mmio | TrappedStore | Paused | GuestExited | Int3Undelivered
 _PAUSED = Paused()
 _HLT = Hlt()
 # DR6 (SDM vol. 3, 18.2.3): a plain single-step sets BS and no Bn.
@@ -121,6 +134,8 @@ class Machine:
         self.last_step_dr6 = 0
         #: While True no timer interrupt is injected (the engine is stepping).
         self.hold_interrupts = False
+        #: Set when the last run injected an interrupt (a step then delivered it).
+        self.injected_interrupt = False
         self._tick_due = False
         self._timer: _Timer | None = None
         self._pause_requested = False
@@ -345,6 +360,7 @@ class Machine:
         regs = self.regs
         vcpu_run, check_run = self._vcpu_runner, self.vcpu.check_run
         done = 0
+        self.injected_interrupt = False
         self._vcpu_thread = threading.get_ident()
         try:
             while True:
@@ -369,7 +385,7 @@ class Machine:
                     # A store to a read-only page: the page-trap hot path.
                     m = self._mmio_exit
                     if self.memory.contains(m.phys_addr, m.len):
-                        return done, Mmio(m.phys_addr, m.len, True, bytes(m.data)[: m.len])
+                        return done, self._complete_store((m.phys_addr, bytes(m.data)[: m.len]))
                 if reason == KVM_EXIT_IO:
                     event = self._serve_io()
                     if event is not None:
@@ -389,10 +405,42 @@ class Machine:
         finally:
             self._vcpu_thread = None
 
+    def _complete_store(self, first: tuple[int, bytes]) -> TrappedStore:
+        """Finish the storing instruction without running the next one,
+        collecting its further fragments (a store across pages, a 16-byte
+        SSE store in 8-byte pieces)."""
+        pieces = [first]
+        run = self._run_page
+        vcpu_run, check_run = self._vcpu_runner, self.vcpu.check_run
+        debug = None
+        run.immediate_exit = 1
+        try:
+            while check_run(vcpu_run()) >= 0:
+                reason = run.exit_reason
+                if reason == KVM_EXIT_MMIO and self._mmio_exit.is_write:
+                    m = self._mmio_exit
+                    if not self.memory.contains(m.phys_addr, m.len):
+                        raise UnexpectedExit(
+                            f"guest wrote {m.len} bytes at {m.phys_addr:#x}, outside guest memory",
+                            self.regs.rip)
+                    pieces.append((m.phys_addr, bytes(m.data)[: m.len]))
+                elif reason == KVM_EXIT_DEBUG:
+                    d = self._debug_exit
+                    debug = Debug(d.exception, d.pc, d.dr6, d.dr7)
+                    break
+                else:
+                    raise UnexpectedExit(f"KVM exit {reason} while completing a store",
+                                         self.regs.rip)
+        finally:
+            # A pause that arrived meanwhile must still end the next run.
+            run.immediate_exit = 1 if self._pause_requested else 0
+        return TrappedStore(tuple(pieces), debug)
+
     def _offer_tick(self) -> None:
         run = self._run_page
         if run.ready_for_interrupt_injection and run.if_flag:
             self.vcpu.interrupt(layout.TIMER_VECTOR)
+            self.injected_interrupt = True
             self._tick_due = False
             run.request_interrupt_window = 0
         else:

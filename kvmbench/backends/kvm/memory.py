@@ -39,7 +39,8 @@ class GuestMemory:
         self.host_address = ctypes.addressof(anchor)
         del anchor
         self._readonly_pages: frozenset[int] = frozenset()
-        self._slots: list[abi.kvm_userspace_memory_region] = []
+        #: Installed memslots by the run of pages they map: (start, end, read-only).
+        self._slots: dict[tuple[int, int, bool], abi.kvm_userspace_memory_region] = {}
         self._install_slots()
 
     # --- access from the host side (never trapped) -------------------------
@@ -78,7 +79,11 @@ class GuestMemory:
         return self._readonly_pages
 
     def set_readonly_pages(self, pages: Iterable[int]) -> None:
-        """Make exactly ``pages`` read-only to the guest; re-lays the memslots."""
+        """Make exactly ``pages`` read-only to the guest.
+
+        Only the memslots whose runs change are deleted and re-created; call
+        it only while no vCPU runs, since a store into a slot being replaced
+        would find no memory at all."""
         wanted = frozenset(pages)
         for page in wanted:
             self._check(page * PAGE_SIZE, PAGE_SIZE)
@@ -87,22 +92,27 @@ class GuestMemory:
             self._install_slots()
 
     def _install_slots(self) -> None:
-        # Delete then re-create: KVM rejects overlapping slots (api.rst,
-        # KVM_SET_USER_MEMORY_REGION: memory_size 0 deletes a slot).
-        for slot in self._slots:
-            slot.memory_size = 0
-            self._vm.set_user_memory_region(slot)
-        self._slots = []
-        for start, end, readonly in self._runs():
+        # A slot's read-only flag cannot change in place, and KVM rejects
+        # overlapping slots (api.rst, KVM_SET_USER_MEMORY_REGION: memory_size
+        # 0 deletes one), so: delete the runs that go, then add the new ones.
+        wanted = set(self._runs())
+        for run in [r for r in self._slots if r not in wanted]:
+            region = self._slots.pop(run)
+            region.memory_size = 0
+            self._vm.set_user_memory_region(region)
+        used = {region.slot for region in self._slots.values()}
+        free = (n for n in range(len(wanted) + len(used) + 1) if n not in used)
+        for run in sorted(wanted - self._slots.keys()):
+            start, end, readonly = run
             region = abi.kvm_userspace_memory_region(
-                slot=len(self._slots),
+                slot=next(free),
                 flags=abi.KVM_MEM_READONLY if readonly else 0,
                 guest_phys_addr=start,
                 memory_size=end - start,
                 userspace_addr=self.host_address + start,
             )
             self._vm.set_user_memory_region(region)
-            self._slots.append(region)
+            self._slots[run] = region
 
     def _runs(self) -> list[tuple[int, int, bool]]:
         """Maximal [start, end) runs of pages that share writability."""
@@ -123,13 +133,13 @@ class GuestMemory:
 
     def close(self) -> None:
         if not self._map.closed:
-            for slot in self._slots:
+            for slot in self._slots.values():
                 slot.memory_size = 0
                 try:
                     self._vm.set_user_memory_region(slot)
                 except OSError:
                     pass  # the VM fd may already be gone; the mapping still goes
-            self._slots = []
+            self._slots = {}
             self._map.close()
 
 

@@ -22,8 +22,14 @@ from pathlib import Path
 
 from kvmbench.backends.capabilities import Feature, HostCapabilities, ProbeResult
 from kvmbench.backends.kvm import abi
-from kvmbench.backends.kvm.exits import Debug, Hlt, Mmio
-from kvmbench.backends.kvm.machine import GuestExited, Int3Undelivered, Machine, Paused
+from kvmbench.backends.kvm.exits import Debug, Hlt
+from kvmbench.backends.kvm.machine import (
+    GuestExited,
+    Int3Undelivered,
+    Machine,
+    Paused,
+    TrappedStore,
+)
 from kvmbench.errors import KvmbenchError
 from kvmbench.guests import guest_path
 from kvmbench.symbols import load_symbols
@@ -292,8 +298,9 @@ def probe_readonly_memslot() -> list[float]:
         m.memory.set_readonly_pages([var >> 12])
 
         def hit(event: object) -> bool:
-            if isinstance(event, Mmio) and event.is_write and event.address == var:
-                m.memory.write(event.address, event.data)
+            if isinstance(event, TrappedStore) and event.pieces[0][0] == var:
+                for address, data in event.pieces:
+                    m.memory.write(address, data)
                 return True
             return False
 
