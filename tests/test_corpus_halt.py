@@ -77,7 +77,7 @@ def test_cli_hlt_stops_with_a_clear_message_and_stays_halted(open_guest, caps, c
     hlt = elf_symbols("halt")["site_cli_hlt"].address
     for _ in range(2):
         stop = cont(s, timeout=HALT_TIMEOUT)
-        assert stop.reason is StopReason.GUEST_TRAP, stop.describe()
+        assert stop.reason is StopReason.HALTED, stop.describe()
         assert "hlt" in stop.describe() and "\n" not in stop.describe()
         assert stop.pc in (hlt, hlt + 1), s.symbols.format_address(stop.pc or 0)
     assert bp.hit_count == 1

@@ -145,14 +145,14 @@ def test_any_request_sequence_leaves_the_guest_computing_as_undisturbed(
 
         if close_armed:
             seen: list[bytes] = []
-            physical = s.machine.translate(code_start)
-            close = s.machine.close
+            physical = s.target.translate(code_start)
+            close = s.target.close
 
             def look_then_close() -> None:
-                seen.append(s.machine.memory.read(physical, code_length))
+                seen.append(s.target.read_physical(physical, code_length))
                 close()
 
-            s.machine.close = look_then_close  # type: ignore[method-assign]
+            s.target.close = look_then_close  # type: ignore[method-assign]
             s.close()
             assert seen == [pristine], "close() left a trap byte in the guest's code"
             return
@@ -161,7 +161,7 @@ def test_any_request_sequence_leaves_the_guest_computing_as_undisturbed(
         for wp in list(s.watchpoints):
             s.watchpoints.delete(wp.number)
         assert s.mem.read(code_start, code_length) == pristine
-        raw = s.machine.memory.read(s.machine.translate(code_start), code_length)
+        raw = s.target.read_physical(s.target.translate(code_start), code_length)
         assert raw == pristine, "deleting every request left a trap byte in memory"
         stop = cont(s)
         assert stop.reason is StopReason.EXITED and stop.exit_code == 0, stop.describe()
