@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test browser debian guests bench probe clean
+.PHONY: lab test browser debian linux-image linux-debug guests bench probe clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,11 +14,11 @@ $(STAMP): pyproject.toml
 	touch $@
 
 ## lab: install everything, register the kernel, open JupyterLab on notebooks/
-lab: $(STAMP)
+lab: $(STAMP) debian linux-image
 	$(BIN)/kvmbench lab
 
 ## test: the whole test suite (installs Debian's chromium for the browser test)
-test: $(STAMP) browser debian
+test: $(STAMP) browser debian linux-image
 	$(BIN)/python -m pytest
 
 # The real-browser test drives Debian's chromium; Playwright's own browser
@@ -39,6 +39,18 @@ debian:
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	elif [ -n "$$missing" ]; then echo "kvmbench needs Debian's$$missing (run make as root to install them)"; fi
+
+## linux-image: Debian's current kernel (linux-image-amd64) into the user's
+## cache, with the uncompressed vmlinux that boots fastest; never committed
+linux-image: $(STAMP) debian
+	@if command -v apt-get >/dev/null && [ -z "$$(apt-cache depends linux-image-amd64 2>/dev/null | grep Depends)" ] \
+		&& [ "$$(id -u)" = 0 ]; then apt-get update -qq; fi
+	$(BIN)/python -m kvmbench.backends.linux.image || echo "kvmbench: no Linux kernel image; the Linux tests will skip"
+
+## linux-debug: also the kernel's vmlinux with DWARF (Debian's -dbg package,
+## ~860 MB download), for drgn's types: task lists, dmesg
+linux-debug: linux-image
+	$(BIN)/python -m kvmbench.backends.linux.image --debug
 
 ## guests: rebuild the bundled guest ELFs from kvmbench/guests/src
 guests:

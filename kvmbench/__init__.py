@@ -20,6 +20,7 @@ from kvmbench.backends.kvm.machine import Machine
 from kvmbench.backends.kvm.probe import probe_host
 from kvmbench.backends.kvm.target import KvmTarget
 from kvmbench.engine.session import Session
+from kvmbench.errors import UsageError
 from kvmbench.guests import GUEST_NAMES, guest_path
 from kvmbench.symbols import load_symbols
 
@@ -47,6 +48,11 @@ def open(  # noqa: A001 - the library's entry point, like io.open
 ) -> Session:
     """Boot ``guest`` (a bundled guest's name or an ELF path) stopped at its
     first instruction, under a debug session."""
+    if not isinstance(guest, (str, Path)):
+        raise UsageError(f"a guest is a bundled guest's name or an ELF path, not {guest!r}")
+    if isinstance(args, (str, bytes)) or not all(
+            isinstance(a, (str, int)) and not isinstance(a, bool) for a in args):
+        raise UsageError(f"guest arguments are a list of strings or numbers, not {args!r}")
     image = resolve_image(guest)
     caps = capabilities if capabilities is not None else probe_host()
     machine = Machine.boot(image, [str(a) for a in args], mem_size=mem_size, on_console=on_console)

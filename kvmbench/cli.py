@@ -171,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; every failure ends in one line on stderr."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
@@ -179,6 +180,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader of our output went away (kvmbench run ... | head): stop
+        # quietly, and keep Python from failing to flush stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except OSError as e:
+        print(f"kvmbench: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""),
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

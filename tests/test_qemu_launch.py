@@ -288,6 +288,14 @@ def test_kvm_accel_check_gives_a_reason_in_one_line() -> None:
         assert "kvm_pvm" in reason
 
 
+def test_kvm_accel_is_refused_where_it_is_not_usable(guest) -> None:
+    usable, reason = kvm_accel_usable()
+    if usable:
+        pytest.skip(f"KVM is usable here: {reason}")
+    with pytest.raises(QemuError, match="accel='kvm' is not usable here"):
+        Qemu.start(QemuOptions(kernel=guest[0], accel="kvm"))
+
+
 def test_errors_are_kvmbench_errors() -> None:
     assert issubclass(QemuError, KvmbenchError)
 

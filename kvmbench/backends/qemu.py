@@ -136,15 +136,16 @@ class QemuOptions:
                 raise QemuError(f"{what} {path} does not exist")
         if self.initrd is not None and self.kernel is None:
             raise QemuError("an initrd needs a kernel")
+        # Several vCPUs under TCG run on a thread each (MTTCG), as under KVM.
         accel = "tcg,thread=multi" if self.accel == "tcg" and self.smp > 1 else self.accel
-        machine = f"{self.machine},accel={accel}"
         argv = [
             self.binary,
             "-S",
             "-nodefaults",
             "-no-user-config",
             "-nographic",
-            "-machine", machine,
+            "-machine", self.machine,
+            "-accel", accel,
             "-m", self.memory,
             "-smp", str(self.smp),
             "-chardev", f"socket,id=qmp,path={directory / 'qmp.sock'},server=on,wait=off",
@@ -458,6 +459,10 @@ class Qemu:
         being read. Raises :class:`QemuError` with QEMU's own reason when it
         is missing, exits at start, or creates no sockets within
         ``socket_timeout`` seconds."""
+        if options.accel == "kvm":
+            usable, reason = kvm_accel_usable()
+            if not usable:
+                raise QemuError(f"accel='kvm' is not usable here: {reason}; use accel='tcg'")
         binary = shutil.which(options.binary)
         if binary is None:
             raise QemuError(f"{options.binary} not found: install Debian's qemu-system-x86 (make setup)")
@@ -512,9 +517,14 @@ class Qemu:
             for thread in self._threads:
                 if thread.name == "kvmbench-qemu-stderr":
                     thread.join(1.0)
-        last = self._stderr[-1] if self._stderr else ""
+        lines = list(self._stderr)
+        last = lines[-1] if lines else ""
         if last.startswith(os.path.basename(self.options.binary) + ": "):
             last = last.split(": ", 1)[1]
+        # A plugin that refuses to load says why before QEMU's generic line.
+        plugin = next((line for line in reversed(lines[:-1]) if line.startswith("kvmbench ")), None)
+        if plugin is not None:
+            last = f"{last} ({plugin})"
         return QemuError(f"{what}: {last}" if last else what)
 
     def _wait_for_sockets(self, names: Iterable[str]) -> None:

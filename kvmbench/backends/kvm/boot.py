@@ -7,6 +7,9 @@ register contract: :mod:`kvmbench.backends.kvm.layout`.
 
 from __future__ import annotations
 
+import io
+import os
+import stat
 import struct
 from pathlib import Path
 
@@ -22,6 +25,9 @@ CR0_PE, CR0_MP, CR0_ET, CR0_NE, CR0_WP, CR0_PG = 1, 2, 0x10, 0x20, 1 << 16, 1 <<
 CR4_PAE = 1 << 5
 EFER_LME, EFER_LMA = 1 << 8, 1 << 10
 RFLAGS_RESERVED = 0x2
+
+#: Largest image file accepted: guests are a few KiB, kernels tens of MiB.
+MAX_IMAGE_SIZE = 256 << 20
 
 _PAGE_PRESENT_RW = 0x3
 _PAGE_HUGE = 0x80
@@ -64,28 +70,90 @@ def write_boot_structures(memory: GuestMemory) -> None:
     memory.write(layout.FAULT_STUBS_ADDR, bytes(stubs))
 
 
-def load_elf(memory: GuestMemory, path: Path) -> int:
-    """Copy the ELF's PT_LOAD segments to their physical addresses; return the entry."""
+#: Sizes of the ELF64 file and program headers (System V gABI, "ELF Header").
+_EHDR_SIZE, _PHDR_SIZE = 64, 56
+#: Program headers an image may have: real ones have a handful.
+_MAX_PHNUM = 256
+
+
+def _open_image(path: Path) -> bytes:
+    """The image's bytes; a directory, a FIFO or a device is refused before
+    it is opened (opening a FIFO would wait for a writer forever)."""
     try:
-        with path.open("rb") as f:
-            elf = ELFFile(f)
-            if elf.get_machine_arch() != "x64" or elf.elfclass != 64:
-                raise UsageError(f"{path}: not an x86-64 ELF64 image")
-            for segment in elf.iter_segments("PT_LOAD"):
-                address, memsz = segment["p_paddr"], segment["p_memsz"]
-                # Below the boot stack lie the VMM's page tables, GDT and IDT.
-                if address < layout.BOOT_STACK_TOP or not memory.contains(address, memsz):
-                    raise UsageError(
-                        f"{path}: segment at {address:#x}+{memsz:#x} does not fit guest memory "
-                        f"({layout.BOOT_STACK_TOP:#x}..{memory.size:#x})"
-                    )
-                data = segment.data()
-                memory.write(address, data + bytes(memsz - len(data)))
-            return elf.header["e_entry"]
+        info = path.stat()
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file") from None
+    except OSError as e:
+        raise UsageError(f"{path}: {e.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise UsageError(f"{path}: not a regular file")
+    if info.st_size < _EHDR_SIZE:
+        raise UsageError(f"{path}: not an ELF file ({info.st_size} bytes, shorter than an ELF header)")
+    if info.st_size > MAX_IMAGE_SIZE:
+        raise UsageError(f"{path}: {info.st_size} bytes is more than an image can be "
+                         f"({MAX_IMAGE_SIZE >> 20} MiB)")
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise UsageError(f"{path}: {e.strerror}") from None
+
+
+def _check_headers(path: Path, data: bytes) -> None:
+    """The ELF64 header facts pyelftools trusts, checked against the file."""
+    if data[:4] != b"\x7fELF":
+        raise UsageError(f"{path}: not an ELF file (no ELF magic)")
+    if data[4] != 2 or data[5] != 1:
+        raise UsageError(f"{path}: not a little-endian ELF64 image")
+    (phoff,) = struct.unpack_from("<Q", data, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+    if phnum == 0 or phnum > _MAX_PHNUM:
+        raise UsageError(f"{path}: {phnum} program headers (an image has 1 to {_MAX_PHNUM})")
+    if phentsize != _PHDR_SIZE:
+        raise UsageError(f"{path}: program header size {phentsize}, not {_PHDR_SIZE}")
+    if phoff < _EHDR_SIZE or phoff + phnum * phentsize > len(data):
+        raise UsageError(f"{path}: program headers at {phoff:#x} lie outside the file")
+
+
+def load_elf(memory: GuestMemory, path: Path) -> int:
+    """Copy the ELF's PT_LOAD segments to their physical addresses; return the entry.
+
+    Anything malformed (headers outside the file, a segment whose file size
+    exceeds its memory size or the file, an entry outside the loaded code)
+    is a UsageError, found before guest memory is touched."""
+    data = _open_image(path)
+    _check_headers(path, data)
+    try:
+        elf = ELFFile(io.BytesIO(data))
+        if elf.get_machine_arch() != "x64" or elf.elfclass != 64:
+            raise UsageError(f"{path}: not an x86-64 ELF64 image")
+        segments = []
+        for segment in elf.iter_segments("PT_LOAD"):
+            address, memsz = segment["p_paddr"], segment["p_memsz"]
+            offset, filesz = segment["p_offset"], segment["p_filesz"]
+            if filesz > memsz:
+                raise UsageError(f"{path}: a segment at {address:#x} has more file bytes "
+                                 f"({filesz:#x}) than memory ({memsz:#x})")
+            if offset + filesz > len(data):
+                raise UsageError(f"{path}: a segment at {address:#x} runs past the end of the file")
+            # Below the boot stack lie the VMM's page tables, GDT and IDT.
+            if address < layout.BOOT_STACK_TOP or not memory.contains(address, memsz):
+                raise UsageError(
+                    f"{path}: segment at {address:#x}+{memsz:#x} does not fit guest memory "
+                    f"({layout.BOOT_STACK_TOP:#x}..{memory.size:#x})"
+                )
+            segments.append((address, memsz, data[offset:offset + filesz]))
+        entry = elf.header["e_entry"]
     except ELFError as e:
         raise UsageError(f"{path}: not an ELF file ({e})") from None
+    except (struct.error, ValueError, KeyError, IndexError) as e:
+        raise UsageError(f"{path}: malformed ELF ({e})") from None
+    if not segments:
+        raise UsageError(f"{path}: no loadable segment")
+    if not any(address <= entry < address + memsz for address, memsz, _ in segments):
+        raise UsageError(f"{path}: entry point {entry:#x} is outside every loaded segment")
+    for address, memsz, contents in segments:
+        memory.write(address, contents + bytes(memsz - len(contents)))
+    return entry
 
 
 def write_boot_args(memory: GuestMemory, argv: list[str]) -> tuple[int, int]:
@@ -95,7 +163,12 @@ def write_boot_args(memory: GuestMemory, argv: list[str]) -> tuple[int, int]:
     pointers = []
     for arg in argv:
         pointers.append(layout.BOOT_ARGS_ADDR + pointers_size + len(strings))
-        strings += arg.encode() + b"\0"
+        # fsencode: an argument that was not UTF-8 on the command line
+        # reaches the guest as the bytes it was.
+        encoded = os.fsencode(arg)
+        if b"\0" in encoded:
+            raise UsageError(f"guest argument {arg!r} contains a NUL byte")
+        strings += encoded + b"\0"
     if pointers_size + len(strings) > layout.BOOT_ARGS_SIZE:
         raise UsageError(f"guest arguments exceed {layout.BOOT_ARGS_SIZE} bytes")
     blob = struct.pack(f"<{len(pointers) + 1}Q", *pointers, 0) + strings

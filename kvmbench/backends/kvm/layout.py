@@ -12,6 +12,10 @@ from __future__ import annotations
 
 #: Default guest memory size. Boot cost is independent of it (anonymous mmap).
 DEFAULT_MEM_SIZE = 32 << 20
+#: Guest memory sizes the boot contract allows: room for an image above
+#: IMAGE_BASE, and no more than the identity-mapped first GiB.
+MIN_MEM_SIZE = 2 << 20
+MAX_MEM_SIZE = 1 << 30
 
 PML4_ADDR = 0x1000
 PDPT_ADDR = 0x2000

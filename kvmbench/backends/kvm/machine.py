@@ -476,10 +476,15 @@ class Machine:
         ctypes.memset(self._run_address + io.data_offset, value, exit.size * io.count)
 
     def _raise_fault(self, vector: int) -> None:
-        frame = self.regs.rsp + (8 if vector in boot.ERROR_CODE_VECTORS else 0)
-        error_code = self.memory.read_u64(self.translate(self.regs.rsp)) if (
-            vector in boot.ERROR_CODE_VECTORS
-        ) else None
+        """The VMM's fault stub reported ``vector``: read what the CPU pushed.
+        A stack that cannot be read (the fault may be its cause) still makes
+        a crash, reported without the faulting rip."""
+        has_code = vector in boot.ERROR_CODE_VECTORS
+        frame = self.regs.rsp + (8 if has_code else 0)
+        try:
+            error_code = self.memory.read_u64(self.translate(self.regs.rsp)) if has_code else None
+        except GuestMemoryError:
+            error_code = None
         try:
             rip = self.memory.read_u64(self.translate(frame))
         except GuestMemoryError:

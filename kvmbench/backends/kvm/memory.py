@@ -11,7 +11,7 @@ import ctypes
 import mmap
 from collections.abc import Callable, Iterable
 
-from kvmbench.backends.kvm import abi
+from kvmbench.backends.kvm import abi, layout
 from kvmbench.backends.kvm.system import Vm
 from kvmbench.errors import GuestMemoryError
 
@@ -28,11 +28,20 @@ class GuestMemory:
     """``size`` bytes of guest RAM at guest-physical address 0."""
 
     def __init__(self, vm: Vm, size: int) -> None:
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise GuestMemoryError(f"a guest memory size is a number of bytes, not {size!r}")
         if size <= 0 or size % PAGE_SIZE:
             raise GuestMemoryError(f"guest memory size must be a positive multiple of {PAGE_SIZE}")
+        if not layout.MIN_MEM_SIZE <= size <= layout.MAX_MEM_SIZE:
+            raise GuestMemoryError(
+                f"guest memory size {size:#x} is outside {layout.MIN_MEM_SIZE >> 20} MiB.."
+                f"{layout.MAX_MEM_SIZE >> 20} MiB (the VMM maps the first GiB)")
         self._vm = vm
         self.size = size
-        self._map = mmap.mmap(-1, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        try:
+            self._map = mmap.mmap(-1, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        except OSError as e:
+            raise GuestMemoryError(f"cannot allocate {size >> 20} MiB of guest memory: {e.strerror}") from None
         # SAFETY: KVM gets this address; the mapping lives until close(),
         # which deletes the memslots first.
         anchor = ctypes.c_char.from_buffer(self._map)

@@ -15,6 +15,7 @@ import os
 import statistics
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -23,6 +24,7 @@ from pathlib import Path
 from kvmbench.backends.capabilities import Feature, HostCapabilities, ProbeResult
 from kvmbench.backends.kvm import abi
 from kvmbench.backends.kvm.exits import Debug, Hlt
+from kvmbench.backends.kvm import system
 from kvmbench.backends.kvm.machine import (
     GuestExited,
     Int3Undelivered,
@@ -345,31 +347,61 @@ def run_probe(feature: Feature) -> ProbeResult:
     return ProbeResult(feature, True, "", round(median, 2) if median is not None else None)
 
 
-def cache_path(host: str) -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kvmbench"
+def cache_path(host: str) -> Path | None:
+    """Where the probe of ``host`` is cached; None when there is no home
+    (no HOME and no passwd entry): then it is not cached."""
+    try:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kvmbench"
+    except RuntimeError:
+        return None
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in host)
     return base / f"probe-{safe}.json"
 
 
+def _read_cache(path: Path | None, host: str) -> HostCapabilities | None:
+    if path is None:
+        return None
+    try:
+        data = json.loads(path.read_text())
+        cached = HostCapabilities.from_results(
+            host,
+            (ProbeResult(Feature[r["feature"]], r["works"], r["detail"], r["median_us"])
+             for r in data["results"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # absent, unreadable, stale or damaged: probed again
+    # A cache from an older kvmbench lacks the probes added since.
+    return cached if set(cached.results) == set(PROBES) else None
+
+
+def _write_cache(path: Path | None, caps: HostCapabilities) -> None:
+    if path is None:
+        return
+    results = [dict(asdict(r), feature=r.feature.name) for r in caps.results.values()]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(json.dumps({"host": caps.host, "results": results}, indent=1))
+        temporary.replace(path)  # readers never see half a file
+    except OSError as e:
+        warnings.warn(f"kvmbench: the probe is not cached ({path.parent}: {e.strerror})",
+                      stacklevel=3)
+
+
 def probe_host(refresh: bool = False) -> HostCapabilities:
-    """The capabilities of this host: from the cache, or probed now and cached."""
+    """The capabilities of this host: from the cache, or probed now and cached.
+
+    A host whose /dev/kvm cannot be opened raises HostUnsupported and is
+    never cached: a permission problem says nothing of what KVM delivers.
+    """
     host = host_identity()
     path = cache_path(host)
-    if not refresh and path.exists():
-        try:
-            data = json.loads(path.read_text())
-            cached = HostCapabilities.from_results(
-                host,
-                (ProbeResult(Feature[r["feature"]], r["works"], r["detail"], r["median_us"])
-                 for r in data["results"]),
-            )
-            # A cache from an older kvmbench lacks the probes added since.
-            if set(cached.results) == set(PROBES):
-                return cached
-        except (ValueError, KeyError, TypeError):
-            pass  # a stale or damaged cache is probed again
+    if not refresh:
+        cached = _read_cache(path, host)
+        if cached is not None:
+            return cached
+    # HostUnsupported, with the reason, before any probe runs.
+    system.Kvm.open(system.KVM_DEVICE).close()
     caps = HostCapabilities.from_results(host, (run_probe(f) for f in PROBES))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    results = [dict(asdict(r), feature=r.feature.name) for r in caps.results.values()]
-    path.write_text(json.dumps({"host": host, "results": results}, indent=1))
+    _write_cache(path, caps)
     return caps
