@@ -121,10 +121,8 @@ def test_any_request_sequence_leaves_the_guest_computing_as_undisturbed(
                     numbers.append(wp.number)
                 elif kind in ("delete", "enable", "disable") and numbers:
                     number = numbers[op[1] % len(numbers)]
-                    if number in s.breakpoints:
-                        getattr(s.breakpoints, kind)(number)
-                    elif kind == "delete":
-                        s.watchpoints.delete(number)
+                    requests = s.breakpoints if number in s.breakpoints else s.watchpoints
+                    getattr(requests, kind)(number)
                     if kind == "delete":
                         numbers.remove(number)
                 elif kind in ("cont", "stepi", "finish") and not at_end:
