@@ -37,7 +37,7 @@ GUESTS_DIR = TESTS_DIR / "guests"
 BUILD_DIR = GUESTS_DIR / "build"
 RUNTIME_DIR = TESTS_DIR.parent / "kvmbench" / "guests" / "src"
 #: The bundled runtime files the corpus links with (never edited here).
-RUNTIME_FILES = ("crt0.S", "runtime.c", "runtime.h", "link.ld")
+RUNTIME_FILES = ("crt0.S", "runtime.c", "runtime.h", "link.ld", "pvh.c", "pvh_entry.S")
 
 #: Assembly guests (one case table each) and C guests built at -O2 and -Os.
 ASM_GUESTS = ("strings", "bitops", "atomics", "stack", "pages", "smc", "sse", "halt")

@@ -367,3 +367,35 @@ def test_a_trap_at_a_non_canonical_address_is_refused() -> None:
     s, t = session()
     with pytest.raises(Exception, match="canonical"):
         s.breakpoints.add(0x0000_8000_0000_0000)
+
+
+def test_a_trap_deleted_and_added_again_during_a_step_off_stays_lifted() -> None:
+    from kvmbench.engine.session import _Change
+
+    seen: list[int] = []
+
+    def pause_for_changes(t: FakeTarget, how: Resume) -> Paused:
+        assert how.mode is ResumeMode.STEP
+        bp = next(iter(s.breakpoints))
+        s._changes.append(_Change(lambda: s.breakpoints.delete(bp.number)))
+        s._changes.append(_Change(lambda: s.breakpoints.trace(CODE + 4)))
+        return Paused(t.pc)
+
+    def step(t: FakeTarget, how: Resume):  # type: ignore[no-untyped-def]
+        seen.append(t.memory[CODE + 4])  # what the stepped instruction is
+        return stepped_to(CODE + 5)(t, how)
+
+    s, t = session(trap_at(CODE + 4), pause_for_changes, step, exits())
+    s.breakpoints.trace(CODE + 4)
+    s.cont()
+    assert seen == [0x90]  # the guest's nop, not the trap planted again meanwhile
+    assert t.memory[CODE + 4] == 0xF4  # and the new tracepoint is armed after
+
+
+def test_a_guest_hlt_under_a_breakpoint_is_handed_back_never_stepped() -> None:
+    s, t = session(trap_at(CODE + 4), exits(), code=b"\x90" * 4 + b"\xf4" + b"\x90" * 4)
+    bp = s.breakpoints.trace(CODE + 4)
+    s.cont()
+    assert bp.hit_count == 1
+    assert TrapExecuted(CODE + 4, "hlt") in t.handed_back
+    assert not any(how.mode is ResumeMode.STEP for how in t.resumes())

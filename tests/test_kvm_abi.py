@@ -23,6 +23,7 @@ CHECKS: list[tuple[str, int]] = [
     ("offsetof(struct kvm_sregs, efer)", abi.kvm_sregs.efer.offset),
     ("sizeof(struct kvm_vcpu_events)", ctypes.sizeof(abi.kvm_vcpu_events)),
     ("offsetof(struct kvm_vcpu_events, flags)", abi.kvm_vcpu_events.flags.offset),
+    ("KVM_VCPUEVENT_VALID_SHADOW", abi.KVM_VCPUEVENT_VALID_SHADOW),
     (
         "offsetof(struct kvm_vcpu_events, exception_payload)",
         abi.kvm_vcpu_events.exception_payload.offset,

@@ -92,10 +92,14 @@ class TrapExecuted:
     The registers show rip == ``pc``, as if the trap had not executed. It
     may be the engine's own trap or the guest's own instruction (a guest's
     ``hlt``, its own ``int3``): the engine decides, and hands the guest's
-    back with :meth:`Target.hand_back`.
+    back with :meth:`Target.hand_back`. The engine may also hand back a
+    ``hlt`` it did not let run (it never single-steps one: a stepped hlt
+    does not wait on some hosts).
     """
 
     pc: int
+    #: "int3" or "hlt".
+    instruction: str = "int3"
 
 
 @dataclass(frozen=True, slots=True)

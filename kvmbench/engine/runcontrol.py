@@ -35,6 +35,7 @@ from kvmbench.backends.target import (
     StoreStepped,
     StoreTrapped,
     TargetEvent,
+    TrapExecuted,
 )
 from kvmbench.engine.counting import Internal
 from kvmbench.engine.model import Breakpoint, Mechanism, Stop, StopReason
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
     from kvmbench.engine.session import Session
 
 _MASK64 = (1 << 64) - 1
+_HLT = b"\xf4"  # SDM vol. 2, HLT
 
 
 class RunControl:
@@ -67,6 +69,8 @@ class RunControl:
         #: The pc whose breakpoint hit is counted and not yet left.
         self._counted_at: int | None = None
         self._next_internal = -1
+        #: Physical addresses whose trap bytes are lifted for a step over them.
+        self._lifted: list[int] = []
 
     # --- the resume every loop goes through ---------------------------------------
 
@@ -80,12 +84,47 @@ class RunControl:
             event = s.target.resume(how)
             if not isinstance(event, Paused) or not s.apply_while_paused():
                 return event
+            self._relift()
             if how.mode is ResumeMode.STEP:
                 left = how.count - event.steps
                 if left <= 0:
                     return Stepped(event.pc, how.count)
                 how = replace(how, count=left)
             how = replace(how, skip_slots_at=None) if event.steps else how
+
+    def _lift(self, pc: int) -> int | None:
+        """Lift our trap byte at ``pc`` for a step over it; the physical
+        address to pass to :meth:`_rearm`, or None if none is planted."""
+        s = self._s
+        if s.serving.patches is None or not s.serving.software_trap_at(pc):
+            return None
+        return self.lift_physical(s.target.translate(pc))
+
+    def lift_physical(self, physical: int) -> int:
+        """Lift the trap byte at guest-physical ``physical`` until
+        :meth:`_rearm`, keeping it lifted across changes applied meanwhile."""
+        self._s.serving.patches.lift(physical)  # type: ignore[union-attr]
+        self._lifted.append(physical)
+        return physical
+
+    def rearm(self, physical: int | None) -> None:
+        """Plant a trap byte lifted by :meth:`lift_physical` again."""
+        self._rearm(physical)
+
+    def _rearm(self, physical: int | None) -> None:
+        if physical is not None:
+            self._lifted.remove(physical)
+            if physical not in self._lifted:
+                self._s.serving.patches.rearm(physical)  # type: ignore[union-attr]
+
+    def _relift(self) -> None:
+        """Changes applied during a pause may have planted a trap where a
+        step is lifting one (a breakpoint deleted and added again)."""
+        patches = self._s.serving.patches
+        for physical in self._lifted:
+            patch = patches.get(physical) if patches is not None else None
+            if patch is not None and patch.armed:
+                patches.lift(physical)  # type: ignore[union-attr]
 
     def _take_skip(self) -> int | None:
         skip, self._skip_slots_at = self._skip_slots_at, None
@@ -190,15 +229,7 @@ class RunControl:
         """Step the instruction at ``pc`` until rip leaves it (all iterations
         of a rep string instruction), its traps lifted and its slots masked."""
         s = self._s
-        patches = s.serving.patches
-        physical = None
-        if patches is not None and s.serving.software_trap_at(pc):
-            physical = s.target.translate(pc)
-            patch = patches.get(physical)
-            if patch is None or not patch.armed:
-                physical = None
-            else:
-                patches.lift(physical)
+        physical = self._lift(pc)
         try:
             try:
                 repeats = instructions.decode(s._mem.read(pc, 15), pc).repeat
@@ -214,8 +245,14 @@ class RunControl:
                     self._counted_at = None
                     return None
         finally:
-            if physical is not None:
-                patches.rearm(physical)  # type: ignore[union-attr]
+            self._rearm(physical)
+
+    def _is_hlt(self, pc: int) -> bool:
+        """True if the guest's instruction at ``pc`` is hlt (our traps hidden)."""
+        try:
+            return self._s._mem.read(pc, 1) == _HLT
+        except GuestMemoryError:
+            return False
 
     def step_instruction(self) -> Stop | None:
         """One step of the instruction at rip, interrupts held (a replay)."""
@@ -231,6 +268,15 @@ class RunControl:
         s = self._s
         compare = s.stepcompare
         before = compare.expect() if compare.watches else None
+        if self._is_hlt(s.target.pc):
+            # Never single-step a hlt: on some hosts (kvm_pvm) the step ends
+            # at once and the guest's wait for an interrupt is lost. The
+            # target runs it as the guest's own instead.
+            ended = s.target.hand_back(TrapExecuted(s.target.pc, "hlt"))
+            if ended is not None:
+                return ended, self._ended(ended)
+            event = Stepped(s.target.pc)
+            return event, (compare.check(before, event) if before is not None else None)
         event = self.resume(Resume(ResumeMode.STEP, skip_slots_at=skip_at, hold_interrupts=hold))
         if isinstance(event, Stepped):
             return event, (compare.check(before, event) if before is not None else None)
@@ -263,16 +309,11 @@ class RunControl:
         stop = self._arrive(pc)
         if stop is not None:
             return stop
-        patches = s.serving.patches
-        physical = None
-        if patches is not None and s.serving.software_trap_at(pc):
-            physical = s.target.translate(pc)
-            patches.lift(physical)
+        physical = self._lift(pc)
         try:
             event, stop = self._step(hold=False, skip_at=pc)
         finally:
-            if physical is not None:
-                patches.rearm(physical)  # type: ignore[union-attr]
+            self._rearm(physical)
         if s.target.pc != pc:
             self._counted_at = None
         if stop is None and isinstance(event, (Paused, Exited, Halted)):

@@ -86,9 +86,16 @@ class Serving:
         return self.armed.get(address, [])
 
     def software_trap_at(self, address: int) -> bool:
-        """True if one of our trap bytes is planted (and armed) at ``address``."""
-        return any(b.mechanism is not None and b.mechanism.is_software_trap
-                   for b in self.armed.get(address, ()))
+        """True if one of our trap bytes is planted at ``address`` and in
+        place: while it is lifted to step over it, a trap instruction there
+        is the guest's own (a hlt under a breakpoint on that hlt)."""
+        users = [b for b in self.armed.get(address, ())
+                 if b.mechanism is not None and b.mechanism.is_software_trap]
+        if not users or self.patches is None:
+            return False
+        physical = self._patch_at.get(users[0].number)
+        patch = self.patches.get(physical) if physical is not None else None
+        return patch is not None and patch.armed
 
     @property
     def write_trap_pages(self) -> frozenset[int]:

@@ -35,6 +35,8 @@ class ArmedView(Protocol):
 
     def breakpoints_at(self, address: int) -> list[Breakpoint]: ...
 
+    def software_trap_at(self, address: int) -> bool: ...
+
     def slot_owner(self, index: int) -> object | None: ...
 
     def watches_at(self, address: int, length: int) -> list[Watchpoint]: ...
@@ -109,7 +111,8 @@ def _hit(view: ArmedView, pc: int, mechanism: Mechanism) -> BreakpointHit:
 def classify(event: TargetEvent, view: ArmedView) -> Decision:
     """What ``event`` means, given what is armed in ``view``."""
     if isinstance(event, TrapExecuted):
-        ours = _armed_with(view, event.pc, lambda m: m.is_software_trap)
+        ours = view.software_trap_at(event.pc) and _armed_with(
+            view, event.pc, lambda m: m.is_software_trap)
         if ours:
             return _hit(view, event.pc, ours[0].mechanism)  # type: ignore[arg-type]
         return GuestOwned(event, view.catch_guest_traps, "guest executed its own trap instruction")

@@ -228,13 +228,14 @@ class Stores:
         target.set_pc(insn.address)
         lifted = [a for pa, data in event.pieces for a in range(pa, pa + len(data))
                   if (p := patches.get(a)) is not None and p.armed]
+        runcontrol = session.runcontrol
         for address in lifted:
-            patches.lift(address)
+            runcontrol.lift_physical(address)
         try:
-            return session.runcontrol.step_instruction()
+            return runcontrol.step_instruction()
         finally:
             for address in lifted:
-                patches.rearm(address)
+                runcontrol.rearm(address)
 
     def on_store_stepped(self, event: StoreStepped) -> Stop | None:
         """The target stepped a store it could not trap, with the pages

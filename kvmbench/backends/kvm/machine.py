@@ -87,6 +87,7 @@ class TrappedStore:
 MachineEvent = Debug | Hlt | Mmio | TrappedStore | Paused | GuestExited | Int3Undelivered
 _PAUSED = Paused()
 _HLT = Hlt()
+_RFLAGS_IF = 1 << 9
 # DR6 (SDM vol. 3, 18.2.3): a plain single-step sets BS and no Bn.
 _DR6_BS = 1 << 14
 _DR6_STEP_OR_SLOT = _DR6_BS | 0xF
@@ -324,6 +325,28 @@ class Machine:
             if remaining is not None and remaining <= 0:
                 return False
             self._wakeup.wait(remaining)
+        return True
+
+    def wake_from_halt(self) -> bool:
+        """After :meth:`halt` returned for a tick: deliver it now, as a CPU
+        leaving the halt state does, before the next instruction runs.
+
+        An ``sti; hlt`` leaves KVM reporting the STI interrupt shadow (and
+        ready_for_interrupt_injection 0) at the hlt; the hlt consumed it,
+        so the shadow is cleared before the injection (api.rst,
+        KVM_SET_VCPU_EVENTS, KVM_VCPUEVENT_VALID_SHADOW). Returns False if
+        no tick was due or interrupts are off."""
+        if not self._tick_due or not self.regs.rflags & _RFLAGS_IF:
+            return False
+        self._flush_regs()
+        events = self.vcpu.get_vcpu_events()
+        events.interrupt.shadow = 0
+        events.flags = abi.KVM_VCPUEVENT_VALID_SHADOW
+        self.vcpu.set_vcpu_events(events)
+        self.vcpu.interrupt(layout.TIMER_VECTOR)
+        self._tick_due = False
+        self.injected_interrupt = True
+        self._run_page.request_interrupt_window = 0
         return True
 
     def _kick(self) -> None:

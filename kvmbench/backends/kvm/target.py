@@ -98,11 +98,14 @@ class KvmTarget:
         self._execute_slots: dict[int, int] = {}  # address -> DR7 enable bits
         self._trap_opcodes: frozenset[int] = frozenset()
         self._intercept_guest_traps = False
-        #: How the last TrapExecuted came about: "hlt", "int3" (a #BP exit) or
-        #: "undelivered" (the host could not run the int3), for hand_back.
+        #: How the last int3 TrapExecuted came about: "int3" (a #BP exit) or
+        #: "undelivered" (the host could not run it), for hand_back.
         self._trap_kind = ""
         #: An event a store's completion produced, reported by the next resume.
         self._pending: TargetEvent | None = None
+        #: The guest is in the halt state with nothing that can wake it: a
+        #: resume leaves it there (as a halted CPU) until its registers change.
+        self._halted = False
 
     # --- the protocol: facts ---------------------------------------------------
 
@@ -142,6 +145,7 @@ class KvmTarget:
             raise UsageError(f"register {name!r} cannot be written on this target")
         setattr(self.machine.regs, key, value & _MASK64)
         self.machine.mark_regs_dirty()
+        self._halted = False  # the user moves the guest out of its halt
 
     def read_registers(self) -> Mapping[str, int]:
         regs = self.machine.regs
@@ -154,6 +158,7 @@ class KvmTarget:
     def set_pc(self, pc: int) -> None:
         self.machine.regs.rip = pc
         self.machine.mark_regs_dirty()
+        self._halted = False
 
     # --- memory --------------------------------------------------------------------
 
@@ -223,6 +228,8 @@ class KvmTarget:
         if self._pending is not None:
             event, self._pending = self._pending, None
             return event
+        if self._halted:
+            return Halted(self.pc)
         count = how.count
         skip = how.skip_slots_at
         if skip is not None and skip in self._execute_slots:
@@ -366,8 +373,7 @@ class KvmTarget:
             # rip stands after the hlt; rewind onto it, as for an int3.
             pc = (self.pc - 1) & _MASK64
             self.set_pc(pc)
-            self._trap_kind = "hlt"
-            return TrapExecuted(pc)
+            return TrapExecuted(pc, "hlt")
         if isinstance(event, Int3Undelivered):
             self._trap_kind = "undelivered"
             return TrapExecuted(event.pc)
@@ -380,13 +386,15 @@ class KvmTarget:
     def hand_back(self, event: TargetEvent) -> TargetEvent | None:
         machine = self.machine
         if isinstance(event, TrapExecuted):
-            if self._trap_kind == "hlt":
+            if event.instruction == "hlt":
                 # The guest's own hlt: it waits for an interrupt, which only
                 # the timer brings, and only with interrupts enabled.
                 self.set_pc(event.pc + 1)
                 if machine.timer_running and machine.regs.rflags & Rflags.IF:
                     machine.halt()
+                    machine.wake_from_halt()
                     return None
+                self._halted = True
                 return Halted(event.pc + 1)
             machine.deliver_breakpoint(event.pc, trapped=self._trap_kind == "int3")
             return None
