@@ -20,6 +20,7 @@ from kvmbench.backends.target import (
     Halted,
     Resume,
     ResumeMode,
+    SlotHit,
     SlotProgram,
     SoftwareTrap,
     Stepped,
@@ -44,19 +45,23 @@ def features(*missing: Feature) -> HostCapabilities:
         "fake host", [ProbeResult(f, f not in missing, "not on the fake") for f in Feature])
 
 
+def capabilities(*missing: Feature) -> TargetCapabilities:
+    """What kvmbench's VMM offers (slots, hlt traps, write traps), less ``missing``."""
+    return TargetCapabilities(name="fake", features=features(*missing), slot_profile=X86_64,
+                              software_traps=(HLT,), write_traps=True, physical_memory=True)
+
+
 class FakeTarget:
     """A target whose guest is a script."""
 
     def __init__(self, size: int = 1 << 20, *, script: Sequence[Step] = (),
-                 capabilities: TargetCapabilities | None = None) -> None:
+                 capabilities_: TargetCapabilities | None = None) -> None:
         self.memory = bytearray(size)
         self.regs: dict[str, int] = dict.fromkeys(REGISTERS, 0)
         self.regs["rsp"] = 0x8000
         self.script = list(script)
         self.log: list[tuple[str, object]] = []
-        self.capabilities = capabilities or TargetCapabilities(
-            name="fake", features=features(), slot_profile=X86_64, software_traps=(HLT,),
-            write_traps=True, physical_memory=True)
+        self.capabilities = capabilities_ or capabilities()
         self.slots: list[SlotProgram] = []
         self.trap_opcodes: frozenset[int] = frozenset()
         self.write_trap_pages: frozenset[int] = frozenset()
@@ -180,6 +185,14 @@ def trap_at(pc: int) -> Step:
     def step(t: FakeTarget, how: Resume) -> TargetEvent:
         t.regs["rip"] = pc
         return TrapExecuted(pc)
+    return step
+
+
+def slot_hit(pc: int, slot: int = 0) -> Step:
+    """Hardware slot ``slot`` fires for the instruction at ``pc``."""
+    def step(t: FakeTarget, how: Resume) -> TargetEvent:
+        t.regs["rip"] = pc
+        return SlotHit((slot,), pc)
     return step
 
 

@@ -11,7 +11,16 @@ import threading
 import time
 
 import pytest
-from fake_target import FakeTarget, exits, fake_symbols, halts, stepped_to, then, trap_at
+from fake_target import (
+    FakeTarget,
+    capabilities,
+    exits,
+    fake_symbols,
+    halts,
+    slot_hit,
+    stepped_to,
+    trap_at,
+)
 
 from kvmbench.backends.target import (
     GuestDebugTrap,
@@ -22,6 +31,7 @@ from kvmbench.backends.target import (
     StoreTrapped,
     TrapExecuted,
 )
+from kvmbench.backends.capabilities import Feature
 from kvmbench.engine.model import Mechanism, StopReason
 from kvmbench.engine.session import Session
 from kvmbench.engine.stops import BreakpointHit, GuestOwned, classify
@@ -31,8 +41,8 @@ CODE = 0x1000  # the fake's "text"
 DATA = 0x4000  # a page of data
 
 
-def session(*script, code: bytes = b"\x90" * 64, **symbols) -> tuple[Session, FakeTarget]:  # type: ignore[no-untyped-def]
-    target = FakeTarget(script=script)
+def session(*script, code: bytes = b"\x90" * 64, caps=None, **symbols) -> tuple[Session, FakeTarget]:  # type: ignore[no-untyped-def]
+    target = FakeTarget(script=script, capabilities_=caps)
     target.memory[CODE:CODE + len(code)] = code
     target.regs["rip"] = CODE
     return Session(target, fake_symbols(**symbols)), target
@@ -399,3 +409,26 @@ def test_a_guest_hlt_under_a_breakpoint_is_handed_back_never_stepped() -> None:
     assert bp.hit_count == 1
     assert TrapExecuted(CODE + 4, "hlt") in t.handed_back
     assert not any(how.mode is ResumeMode.STEP for how in t.resumes())
+
+
+def test_a_trap_added_where_a_hardware_breakpoint_is_being_stepped_off_stays_lifted() -> None:
+    # No RF here, so leaving the slot's hit is a step; a change during that
+    # step plants a software trap at the same pc: the step must not run it.
+    from kvmbench.engine.session import _Change
+
+    seen: list[int] = []
+
+    def pause_for_a_new_trap(t: FakeTarget, how: Resume) -> Paused:
+        s._changes.append(_Change(lambda: s.breakpoints.trace(CODE + 4, kind="sw")))
+        return Paused(t.pc)
+
+    def step(t: FakeTarget, how: Resume):  # type: ignore[no-untyped-def]
+        seen.append(t.memory[CODE + 4])
+        return stepped_to(CODE + 5)(t, how)
+
+    s, t = session(slot_hit(CODE + 4), pause_for_a_new_trap, step, exits(),
+                   caps=capabilities(Feature.RESUME_FLAG))
+    s.breakpoints.trace(CODE + 4, kind="hw")
+    s.cont()
+    assert seen == [0x90]
+    assert t.memory[CODE + 4] == 0xF4

@@ -69,8 +69,8 @@ class RunControl:
         #: The pc whose breakpoint hit is counted and not yet left.
         self._counted_at: int | None = None
         self._next_internal = -1
-        #: Physical addresses whose trap bytes are lifted for a step over them.
-        self._lifted: list[int] = []
+        #: Steps in progress over these pcs, with the trap bytes lifted for them.
+        self._stepping: list[_SteppedOver] = []
 
     # --- the resume every loop goes through ---------------------------------------
 
@@ -92,39 +92,52 @@ class RunControl:
                 how = replace(how, count=left)
             how = replace(how, skip_slots_at=None) if event.steps else how
 
-    def _lift(self, pc: int) -> int | None:
-        """Lift our trap byte at ``pc`` for a step over it; the physical
-        address to pass to :meth:`_rearm`, or None if none is planted."""
+    def _lift(self, pc: int) -> "_SteppedOver":
+        """Step over ``pc``: lift our trap byte there (now, and whenever a
+        change during the step plants one) until :meth:`_rearm`."""
+        over = _SteppedOver(pc)
+        self._stepping.append(over)
+        self._lift_at(over)
+        return over
+
+    def _lift_at(self, over: "_SteppedOver") -> None:
         s = self._s
-        if s.serving.patches is None or not s.serving.software_trap_at(pc):
-            return None
-        return self.lift_physical(s.target.translate(pc))
+        if s.serving.patches is not None and s.serving.software_trap_at(over.pc):
+            physical = s.target.translate(over.pc)
+            s.serving.patches.lift(physical)
+            over.physical.add(physical)
 
-    def lift_physical(self, physical: int) -> int:
-        """Lift the trap byte at guest-physical ``physical`` until
-        :meth:`_rearm`, keeping it lifted across changes applied meanwhile."""
+    def lift_physical(self, physical: int) -> "_SteppedOver":
+        """Lift the trap byte at guest-physical ``physical`` until :meth:`rearm`."""
+        over = _SteppedOver(None, {physical})
         self._s.serving.patches.lift(physical)  # type: ignore[union-attr]
-        self._lifted.append(physical)
-        return physical
+        self._stepping.append(over)
+        return over
 
-    def rearm(self, physical: int | None) -> None:
-        """Plant a trap byte lifted by :meth:`lift_physical` again."""
-        self._rearm(physical)
+    def rearm(self, over: "_SteppedOver") -> None:
+        """Plant the trap bytes lifted for a step again."""
+        self._rearm(over)
 
-    def _rearm(self, physical: int | None) -> None:
-        if physical is not None:
-            self._lifted.remove(physical)
-            if physical not in self._lifted:
-                self._s.serving.patches.rearm(physical)  # type: ignore[union-attr]
+    def _rearm(self, over: "_SteppedOver") -> None:
+        self._stepping.remove(over)
+        still = {a for other in self._stepping for a in other.physical}
+        patches = self._s.serving.patches
+        for physical in over.physical - still:
+            patches.rearm(physical)  # type: ignore[union-attr]
 
     def _relift(self) -> None:
         """Changes applied during a pause may have planted a trap where a
-        step is lifting one (a breakpoint deleted and added again)."""
+        step is running (a breakpoint added, or deleted and added again)."""
         patches = self._s.serving.patches
-        for physical in self._lifted:
-            patch = patches.get(physical) if patches is not None else None
-            if patch is not None and patch.armed:
-                patches.lift(physical)  # type: ignore[union-attr]
+        if patches is None:
+            return
+        for over in self._stepping:
+            for physical in over.physical:
+                patch = patches.get(physical)
+                if patch is not None and patch.armed:
+                    patches.lift(physical)
+            if over.pc is not None:
+                self._lift_at(over)
 
     def _take_skip(self) -> int | None:
         skip, self._skip_slots_at = self._skip_slots_at, None
@@ -229,7 +242,7 @@ class RunControl:
         """Step the instruction at ``pc`` until rip leaves it (all iterations
         of a rep string instruction), its traps lifted and its slots masked."""
         s = self._s
-        physical = self._lift(pc)
+        over = self._lift(pc)
         try:
             try:
                 repeats = instructions.decode(s._mem.read(pc, 15), pc).repeat
@@ -245,7 +258,7 @@ class RunControl:
                     self._counted_at = None
                     return None
         finally:
-            self._rearm(physical)
+            self._rearm(over)
 
     def _is_hlt(self, pc: int) -> bool:
         """True if the guest's instruction at ``pc`` is hlt (our traps hidden)."""
@@ -309,11 +322,11 @@ class RunControl:
         stop = self._arrive(pc)
         if stop is not None:
             return stop
-        physical = self._lift(pc)
+        over = self._lift(pc)
         try:
             event, stop = self._step(hold=False, skip_at=pc)
         finally:
-            self._rearm(physical)
+            self._rearm(over)
         if s.target.pc != pc:
             self._counted_at = None
         if stop is None and isinstance(event, (Paused, Exited, Halted)):
@@ -477,3 +490,12 @@ class _PushRegisters(dict[str, int]):
             return self._target.read_register(name)  # type: ignore[attr-defined]
         except UsageError:
             raise KeyError(name) from None
+
+
+class _SteppedOver:
+    """A step in progress over ``pc`` (None: over a byte, for a replay) and
+    the guest-physical trap bytes lifted for it."""
+
+    def __init__(self, pc: int | None, physical: set[int] | None = None) -> None:
+        self.pc = pc
+        self.physical: set[int] = physical if physical is not None else set()

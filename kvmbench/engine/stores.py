@@ -229,13 +229,12 @@ class Stores:
         lifted = [a for pa, data in event.pieces for a in range(pa, pa + len(data))
                   if (p := patches.get(a)) is not None and p.armed]
         runcontrol = session.runcontrol
-        for address in lifted:
-            runcontrol.lift_physical(address)
+        steps = [runcontrol.lift_physical(address) for address in lifted]
         try:
             return runcontrol.step_instruction()
         finally:
-            for address in lifted:
-                runcontrol.rearm(address)
+            for over in steps:
+                runcontrol.rearm(over)
 
     def on_store_stepped(self, event: StoreStepped) -> Stop | None:
         """The target stepped a store it could not trap, with the pages
