@@ -97,3 +97,22 @@ class ConditionError(BreakpointError):
 
 class SessionStateError(KvmbenchError):
     """The command needs another session state (no guest, running, exited)."""
+
+
+class RegisterUnavailable(KvmbenchError):
+    """A register a frame cannot supply: there are no registers (no live
+    target), or a caller's register its callee did not save (gdb's
+    ``<not saved>``)."""
+
+
+class ExpressionError(UsageError):
+    """An expression that does not parse or cannot be evaluated; the message
+    is worded as gdb words it (``No symbol "foo" in current context.``)."""
+
+
+class OptimizedOut(KvmbenchError):
+    """A variable whose value the compiler did not keep at this pc (gdb's
+    ``<optimized out>``)."""
+
+    def __init__(self, message: str = "value has been optimized out") -> None:
+        super().__init__(message)
