@@ -75,6 +75,14 @@ class GlobalVariable(NamedTuple):
     type_name: str
 
 
+class LineEntry(NamedTuple):
+    """A line-table row: where it starts, its source line, whether it starts a statement."""
+
+    address: int
+    location: SourceLocation
+    is_stmt: bool
+
+
 @dataclass(frozen=True, slots=True)
 class _SourceFile:
     """A line-table file entry: how to show it and where it was compiled."""
@@ -202,6 +210,37 @@ class DebugInfo:
             # Line 0 is DWARF's "no source line" (compiler-generated code).
             return None
         return _location(row)
+
+    def get_line_entry(self, address: int) -> LineEntry | None:
+        """The line-table row gdb takes for ``address`` (find_pc_line's ``sal``).
+
+        Like :meth:`get_source_location`, but where several rows share an
+        address and the last is not a statement, gdb takes the statement
+        row before it (``symtab.c``: "scan backward through entries at the
+        same address"). gdb shows a frame's pc in ``bt`` and stop lines
+        unless the pc is this row's address and the row is a statement
+        (frame_show_address). None where no row (or a line-0 row) covers it.
+        """
+        i = bisect.bisect_right(self._row_addresses, address) - 1
+        if i < 0 or self._row_at[i] is None:
+            return None
+        best = self._row_at[i]
+        assert best is not None
+        if not best.is_stmt:
+            j = i
+            while j > 0:
+                before = self._row_at[j - 1]
+                current = self._row_at[j]
+                if before is None or current is None or before.address != current.address or before.line == 0 \
+                        or current.is_stmt:
+                    break
+                j -= 1
+            candidate = self._row_at[j]
+            if candidate is not None and candidate.is_stmt:
+                best = candidate
+        if best.line == 0:
+            return None
+        return LineEntry(best.address, _location(best), best.is_stmt)
 
     def get_decl_location(self, address: int) -> SourceLocation | None:
         """Where the function or global variable starting at ``address`` is declared."""

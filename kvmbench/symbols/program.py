@@ -24,9 +24,14 @@ from kvmbench.symbols.cfi import CallFrameInfo
 from kvmbench.symbols.dwarf import DebugInfo
 from kvmbench.symbols.elf import ElfImage
 from kvmbench.symbols.frame import FrameContext, ImageMemory, StaticFrame
-from kvmbench.symbols.model import SymbolKind
+from kvmbench.symbols.model import SourceLocation, Symbol, SymbolKind
 from kvmbench.symbols.table import SymbolTable
+from kvmbench.symbols.dwarf_eval import Location
+from kvmbench.symbols.frames import FrameList, SourceFrame, source_frames
+from kvmbench.symbols.locations import parameter_entry_value, resolve_type, variable_location
+from kvmbench.symbols.types import CType, EnumType
 from kvmbench.symbols.unwind import DEFAULT_LIMIT, Backtrace, Frame, Unwinder
+from kvmbench.symbols.units import DebugUnits, Scope, Variable
 
 
 class Program:
@@ -53,6 +58,8 @@ class Program:
         self.symbols = symbols if symbols is not None else self.image.get_symbol_table(search_path)
         self.cfi = CallFrameInfo(self._elffile, name=name)
         self.unwinder = Unwinder(self.cfi, self._function_bounds)
+        self._units: DebugUnits | None = None
+        self._units_loaded = False
 
     @classmethod
     def from_path(
@@ -76,6 +83,16 @@ class Program:
         """The line tables and function ranges (None without DWARF)."""
         return self.symbols.debug
 
+    @property
+    def units(self) -> DebugUnits | None:
+        """The compilation units (scopes, variables, types); None without DWARF."""
+        if not self._units_loaded:
+            self._units_loaded = True
+            with elftools_errors(self.name, "DWARF"):
+                if self._elffile.has_dwarf_info(strict=True):
+                    self._units = DebugUnits(self._elffile.get_dwarf_info(), name=self.name)
+        return self._units
+
     # -- memory -------------------------------------------------------------------
 
     def image_memory(self) -> ImageMemory:
@@ -96,7 +113,114 @@ class Program:
         """The physical frames of the stopped target, innermost first (see :class:`Unwinder`)."""
         return self.unwinder.backtrace(context, limit)
 
+    def frames(self, context: FrameContext, limit: int = DEFAULT_LIMIT, *, past_main: bool = False) -> FrameList:
+        """gdb's frames of the stopped target (inlined calls expanded), innermost first.
+
+        Like gdb (``set backtrace past-main off``), the list ends at
+        ``main`` unless ``past_main``; ``limit`` bounds the physical frames.
+        """
+        frames = source_frames(
+            self.backtrace(context, limit), self.units,
+            line_at=self.line_at, symbol_at=self._function_symbol,
+        )
+        if past_main:
+            return frames
+        for index, frame in enumerate(frames.frames):
+            if frame.name == "main" and not frame.is_inlined:
+                return FrameList(frames.frames[:index + 1], None)
+        return frames
+
+    def line_at(self, pc: int) -> SourceLocation | None:
+        """The source line gdb reports for ``pc`` (see :meth:`DebugInfo.get_line_entry`)."""
+        if self.debug is None:
+            return None
+        entry = self.debug.get_line_entry(pc)
+        return entry.location if entry is not None else None
+
+    # -- symbols by name, as gdb looks them up ----------------------------------------
+
+    def find_variable(self, name: str, frame: SourceFrame | None = None) -> Variable | None:
+        """The variable ``name`` as gdb's lookup_symbol finds it from ``frame``.
+
+        The frame's blocks from the innermost out to its function (not past
+        an inlined function's boundary), then the file-scope variables of
+        the frame's compilation unit, then globals, then other files'
+        statics.
+        """
+        units = self.units
+        if units is None:
+            return None
+        unit = None
+        if frame is not None and frame.block is not None:
+            for block in frame.iter_blocks():
+                for variable in block.variables:
+                    if variable.name == name:
+                        return variable
+            unit = frame.block.unit
+        if unit is not None:
+            for variable in unit.variables.get(name, []):
+                return variable
+        found = units.global_variables(name)
+        return found[0] if found else None
+
+    def find_function(self, name: str, frame: SourceFrame | None = None) -> Scope | None:
+        """The function ``name`` (the frame's file's own first, then external ones)."""
+        units = self.units
+        if units is None:
+            return None
+        if frame is not None and frame.block is not None:
+            for function in frame.block.unit.functions:
+                if function.name == name:
+                    return function
+        found = units.functions_named(name)
+        return found[0] if found else None
+
+    def find_enumerator(self, name: str, frame: SourceFrame | None = None) -> tuple[EnumType, int] | None:
+        """The enumeration constant ``name``: its type and value."""
+        units = self.units
+        if units is None:
+            return None
+        prefer = frame.block.unit if frame is not None and frame.block is not None else None
+        return units.enumerator(name, prefer)
+
+    def find_type(self, name: str, frame: SourceFrame | None = None) -> CType | None:
+        """The program's type ``name`` (``point_t``, ``struct point``, ``unsigned long``)."""
+        units = self.units
+        if units is None:
+            return None
+        prefer = frame.block.unit if frame is not None and frame.block is not None else None
+        return units.named_type(name, prefer)
+
+    def typedef_names(self) -> frozenset[str]:
+        """The program's typedef names."""
+        units = self.units
+        return units.typedef_names() if units is not None else frozenset()
+
+    def locate(self, variable: Variable, frame: SourceFrame | None = None) -> Location:
+        """Where ``variable`` is in ``frame`` (None: statics only, as without a process)."""
+        return variable_location(variable, frame.view if frame is not None else None)
+
+    def variable_type(self, variable: Variable, frame: SourceFrame | None = None) -> CType:
+        """The variable's type in ``frame``: variable-length array bounds evaluated there."""
+        return resolve_type(variable.type, frame.view if frame is not None else None)
+
+    def entry_value(self, variable: Variable, frame: SourceFrame) -> int | None:
+        """A parameter's value at its function's entry (gdb's ``x@entry``), None if unknown."""
+        return parameter_entry_value(variable, frame.view)
+
+    def symbolize(self, address: int) -> str | None:
+        """``sym+off`` for an address a function or object holds, as gdb's ``<...>`` shows it."""
+        symbol = self.symbols.get_containing(address)
+        if symbol is None:
+            return None
+        offset = address - symbol.address
+        return symbol.name if offset == 0 else f"{symbol.name}+{offset}"
+
     # -- internals --------------------------------------------------------------------
+
+    def _function_symbol(self, pc: int) -> Symbol | None:
+        symbol = self.symbols.get_containing(pc)
+        return symbol if symbol is not None and symbol.kind is SymbolKind.FUNCTION else None
 
     def _function_bounds(self, pc: int) -> tuple[int, int] | None:
         symbol = self.symbols.get_containing(pc)

@@ -53,6 +53,7 @@ class UnwindMethod(enum.Enum):
     EH_FRAME = "CFI (.eh_frame)"
     PROLOGUE = "prologue analysis"  # no CFI, pc in or before the frame setup, or frameless
     FRAME_POINTER = "frame pointer"  # no CFI: the rbp chain
+    TAIL_CALL = "tail call"  # a caller that tail-called its callee: from DWARF call sites
 
     @classmethod
     def for_section(cls, section: CfiSection | None) -> UnwindMethod:
