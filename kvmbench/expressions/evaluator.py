@@ -203,22 +203,20 @@ class ValueHistory:
         return len(self._values)
 
     def absolute(self, number: int) -> Value:
-        """``$number``."""
-        if number <= 0 or number > len(self._values):
-            if not self._values and number <= 0:
-                raise ExpressionError("History is empty.")
+        """``$number`` (``$0`` is ``$``)."""
+        if number == 0:
+            return self.relative(0)
+        if number > len(self._values):
             raise ExpressionError(f"History has not yet reached ${number}.")
         return self._values[number - 1]
 
     def relative(self, back: int) -> Value:
         """``$`` (back 0), ``$$`` (1), ``$$n``."""
-        if not self._values:
-            if back == 0:
-                raise ExpressionError("The history is empty.")
-            raise ExpressionError("History has not yet reached $1.")
+        if not self._values and back == 0:
+            raise ExpressionError("The history is empty.")
         index = len(self._values) - back
         if index <= 0:
-            raise ExpressionError(f"History has not yet reached ${index}.")
+            raise ExpressionError(f"History does not go back to $${back}.")
         return self._values[index - 1]
 
 

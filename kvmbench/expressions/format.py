@@ -209,14 +209,9 @@ def _element(array: Value, element_type: CType, offset: int) -> Value:
 def _format_char_array(data: bytes, options: PrintOptions) -> str:
     """A char array as gdb's generic_printstr prints it (the last NUL dropped)."""
     length = len(data)
-    limit = options.elements
-    printed_length = 0
-    while printed_length < length and printed_length < limit and data[printed_length] != 0:
-        printed_length += 1
-    force_ellipses = printed_length == limit and printed_length < length and data[printed_length] != 0
-    if not force_ellipses and length > 0 and data[length - 1] == 0:
+    if length > 0 and data[length - 1] == 0:
         length -= 1
-    return format_string(data[:length], options, force_ellipses=force_ellipses)
+    return format_string(data[:length], options)
 
 
 def format_string(data: bytes, options: PrintOptions, *, force_ellipses: bool = False) -> str:

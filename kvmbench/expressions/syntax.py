@@ -103,8 +103,9 @@ def tokenize(text: str) -> list[Token]:
             if match is not None:
                 break
         else:
-            # gdb's words (c-exp.y's lexer).
-            raise ExpressionError(f"Invalid character '{char}' in expression.")
+            # gdb's words (c-exp.y's lexer); unprintable characters escaped.
+            shown = char if char.isprintable() else f"\\{ord(char):03o}"
+            raise ExpressionError(f"Invalid character '{shown}' in expression.")
         value = match.group()
         if value in ("(", "["):
             depth += 1
@@ -267,13 +268,19 @@ def _dollar_identifier(text: str, registers: frozenset[str]) -> str:
     if text == "$$":
         return HISTORY_RELATIVE_PREFIX + "1"
     if text.startswith("$$"):
-        return HISTORY_RELATIVE_PREFIX + str(int(text[2:]))
+        return HISTORY_RELATIVE_PREFIX + _history_number(text[2:])
     name = text[1:]
     if name.isdigit():
-        return HISTORY_ABSOLUTE_PREFIX + str(int(name))
+        return HISTORY_ABSOLUTE_PREFIX + _history_number(name)
     if name in registers:
         return REGISTER_PREFIX + name
     return CONVENIENCE_PREFIX + name
+
+
+def _history_number(digits: str) -> str:
+    """A history index, capped: no history is longer than 10**18 values."""
+    digits = digits.lstrip("0") or "0"
+    return digits if len(digits) <= 18 else "1" + "0" * 18
 
 
 def nesting_depth(tokens: list[Token]) -> int:
