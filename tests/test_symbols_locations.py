@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from fixtures.symbols import build
 
-from kvmbench.expressions.frames import backtrace_text, gdb_hashed_order, gdb_symbol_hash, info_args, info_locals
+from kvmbench.expressions.frames import backtrace_text, info_args, info_locals
+from kvmbench.symbols.symbol_order import gdb_hashed_order, gdb_symbol_hash
 from kvmbench.symbols.dwarf_eval import CompositeLocation, OptimizedOutLocation, RegisterLocation
 from kvmbench.symbols.frame import StaticFrame
 from kvmbench.symbols.program import Program

@@ -9,9 +9,8 @@
   entry-values default`` does: ``n=n@entry=3`` when the value at entry is
   known and unchanged, ``n=4, n@entry=3`` when it changed.
 - ``info locals`` lists every block from the innermost out to the
-  function, each in gdb's symbol order: declaration order in a function's
-  own block, gdb's hash order in nested blocks (dictionary.c: a hashed
-  dictionary of n/5+1 buckets).
+  function, each in gdb's symbol order
+  (:mod:`kvmbench.symbols.symbol_order`).
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ from kvmbench.errors import ExpressionError, KvmbenchError
 from kvmbench.expressions.evaluator import Evaluator
 from kvmbench.expressions.values import Value
 from kvmbench.symbols.frames import SourceFrame
+from kvmbench.symbols.symbol_order import block_variables, gdb_hashed_order, gdb_symbol_hash
 from kvmbench.symbols.types import ArrayType, StructType, strip_typedefs
 from kvmbench.symbols.units import Scope, Variable
 
@@ -52,8 +52,7 @@ def info_args(program: object, frame: SourceFrame) -> str:
 def iter_locals(frame: SourceFrame) -> Iterator[Variable]:
     """The frame's local variables in gdb's ``info locals`` order."""
     for block in frame.iter_blocks():
-        variables = [v for v in block.variables if not v.is_argument]
-        yield from (variables if block.is_function else gdb_hashed_order(variables))
+        yield from (v for v in block_variables(block) if not v.is_argument)
 
 
 def info_locals(program: object, frame: SourceFrame) -> str:
@@ -154,64 +153,6 @@ def backtrace_text(program: object, frames: list[SourceFrame], stop_reason: str 
     if stop_reason is not None:
         lines.append(f"Backtrace stopped: {stop_reason}")
     return "\n".join(lines)
-
-
-# -- gdb's symbol order in nested blocks ------------------------------------------------
-
-
-def gdb_symbol_hash(name: str) -> int:
-    """gdb's default_search_name_hash for a C name (dictionary.c), as a 32-bit value."""
-    def hash_iw(text: str) -> int:
-        value = 0
-        for char in text:
-            if char == "(":
-                break
-            if not char.isspace():
-                value = _hash_next(value, char)
-        return value
-
-    if name.startswith("_") and not name.startswith("_ada_"):
-        return hash_iw(name)
-    string = name[5:] if name.startswith("_ada_") else name
-    value = 0
-    i = 0
-    start = 0
-    while i < len(string):
-        char = string[i]
-        if char in "$.X":
-            if i == start:
-                return hash_iw(name)
-            return value
-        if char in " (":
-            return hash_iw(name)
-        if char == "_" and i + 1 < len(string) and string[i + 1] == "_" and i != 0:
-            following = string[i + 2] if i + 2 < len(string) else ""
-            if not ("a" <= following <= "z") and following != "O":
-                return value
-            value = 0
-            i += 2
-            continue
-        if char == "T" and string[i:] == "TKB":
-            return value
-        value = _hash_next(value, char)
-        i += 1
-    return value
-
-
-def _hash_next(value: int, char: str) -> int:
-    # SYMBOL_HASH_NEXT: hash * 67 + tolower(c) - 113, in 32-bit unsigned arithmetic.
-    return (value * 67 + ord(char.lower()) - 113) & 0xFFFFFFFF
-
-
-def gdb_hashed_order(variables: list[Variable]) -> list[Variable]:
-    """The order gdb iterates a nested block's hashed dictionary in."""
-    buckets_count = len(variables) // 5 + 1  # DICT_HASHTABLE_SIZE
-    buckets: list[list[Variable]] = [[] for _ in range(buckets_count)]
-    # Symbols are inserted last-declared first, each at its bucket's head,
-    # so a bucket lists them in declaration order.
-    for variable in variables:
-        buckets[gdb_symbol_hash(variable.name) % buckets_count].append(variable)
-    return [variable for bucket in buckets for variable in bucket]
 
 
 def function_scope(frame: SourceFrame) -> Scope | None:

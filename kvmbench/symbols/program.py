@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from elftools.elf.elffile import ELFFile
 
-from kvmbench.errors import SymbolError
+from kvmbench.errors import GuestMemoryError, SymbolError
 from kvmbench.symbols._translate import elftools_errors
 from kvmbench.symbols.cfi import CallFrameInfo
 from kvmbench.symbols.dwarf import DebugInfo
@@ -32,6 +33,11 @@ from kvmbench.symbols.locations import parameter_entry_value, resolve_type, vari
 from kvmbench.symbols.types import CType, EnumType
 from kvmbench.symbols.unwind import DEFAULT_LIMIT, Backtrace, Frame, Unwinder
 from kvmbench.symbols.units import DebugUnits, Scope, Variable
+
+
+# amd64 prologue instructions gdb recognises (amd64-tdep.c).
+_ENDBR64 = b"\xf3\x0f\x1e\xfa"
+_MOV_RSP_RBP = (b"\x48\x89\xe5", b"\x48\x8b\xec")
 
 
 class Program:
@@ -215,6 +221,87 @@ class Program:
             return None
         offset = address - symbol.address
         return symbol.name if offset == 0 else f"{symbol.name}+{offset}"
+
+    # -- breakpoint locations, as gdb places them ---------------------------------
+
+    def breakpoint_address(self, address: int) -> int:
+        """Where gdb's ``break FUNCTION`` stops for the function starting at ``address``.
+
+        gdb 13 on amd64 (amd64_skip_prologue, then symtab.c's
+        skip_prologue_sal): a DW_LNS_set_prologue_end row wins; otherwise a
+        function that opens with ``push %rbp; mov %rsp,%rbp`` (after an
+        optional ``endbr64``) has its frame set up there, and the stop moves
+        on to the next line-table row if that leaves it mid-line; a function
+        without that frame setup (frameless, as at -O2) stops at its first
+        instruction. Unlike SymbolTable.get_breakpoint_address (always the
+        second row), this matches gdb on optimised code too.
+        """
+        debug = self.debug
+        bounds = self._function_bounds(address)
+        if debug is None or bounds is None:
+            return address
+        low, high = bounds
+        marked = debug.get_prologue_end(low, high)
+        if marked is not None:
+            return marked
+        try:
+            code = self.image_memory().read_memory(low, 12)
+        except GuestMemoryError:
+            return address
+        pc = low
+        if code[:4] == _ENDBR64:
+            pc += 4
+        at = pc - low
+        if code[at:at + 1] != b"\x55" or code[at + 1:at + 4] not in _MOV_RSP_RBP:
+            return address  # frameless: gdb keeps the first instruction
+        pc += 4
+        entry = debug.get_line_entry(pc)
+        if entry is not None and entry.address != pc:
+            end = debug.get_line_end(pc)
+            if end is not None and low <= end < high:
+                pc = end
+        return pc
+
+    def breakpoint_locations(self, location: str) -> list[int]:
+        """gdb's ``break LOCATION`` addresses, with gdb's words when there are none.
+
+        ``FUNCTION`` and ``FILE:LINE`` (a line starting a function included)
+        skip the prologue as :meth:`breakpoint_address` does; ``*ADDRESS``
+        does not; ``LINE`` is in the file of ``main``.
+        """
+        text = location.strip()
+        symbols = self.symbols
+        if text.startswith("*"):
+            return [symbols.resolve(text)]
+        file_line = re.fullmatch(r"(?:(?P<file>.+):)?(?P<line>[0-9]+)", text)
+        if file_line is not None:
+            debug = self.debug
+            if debug is None:
+                raise SymbolError("No symbol table is loaded.  Use the \"file\" command.")
+            file = file_line["file"] or self._main_file()
+            line = int(file_line["line"])
+            if debug.resolve_source_file(file) is None:
+                raise SymbolError(f"No source file named {file}.")
+            addresses = debug.get_line_addresses(file, line)
+            if not addresses:
+                raise SymbolError(f'No line {line} in file "{file}".')
+            result = []
+            for address in addresses:
+                bounds = self._function_bounds(address)
+                result.append(self.breakpoint_address(address) if bounds is not None and bounds[0] == address
+                              else address)
+            return result
+        symbol = symbols.get_by_name(text)
+        if symbol is None or symbol.kind is not SymbolKind.FUNCTION:
+            raise SymbolError(f'Function "{text}" not defined.')
+        return [self.breakpoint_address(symbol.address)]
+
+    def _main_file(self) -> str:
+        main = self.symbols.get_by_name("main")
+        location = self.line_at(main.address) if main is not None else None
+        if location is None:
+            raise SymbolError("No symbol table is loaded.  Use the \"file\" command.")
+        return location.file
 
     # -- internals --------------------------------------------------------------------
 

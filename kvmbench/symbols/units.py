@@ -166,6 +166,11 @@ class Scope:
         return min(low for low, _ in self.ranges) if self.ranges else 0
 
     @property
+    def gdb_entry_pc(self) -> int:
+        """The entry gdb 13 shows for a block: its first range's start (it ignores DW_AT_entry_pc)."""
+        return self.ranges[0][0] if self.ranges else 0
+
+    @property
     def high(self) -> int:
         """The end of the scope's highest range."""
         return max(high for _, high in self.ranges) if self.ranges else 0
@@ -768,8 +773,8 @@ class Unit:
                     dynamic = DynamicBound(self, bound == "DW_AT_count", None, self.parse_expression(attr.value))
                 elif isinstance(attr.value, int):
                     value = attr.value
-                    if attr.form in _UNSIGNED_DATA_FORMS and value >= 1 << (8 * _form_bytes(attr.form) - 1):
-                        value -= 1 << (8 * _form_bytes(attr.form))  # -1: a zero-length array
+                    if attr.form == "DW_FORM_data8" and value >= 1 << 63:
+                        value -= 1 << 64  # an upper bound of -1: a zero-length array
                     count = value if bound == "DW_AT_count" else value - lower + 1
                     count = max(count, 0)
                 break
