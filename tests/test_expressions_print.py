@@ -21,7 +21,7 @@ from kvmbench.symbols.program import Program
 
 GLOBALS = [
     "c_var", "sc_var", "uc_var", "s_var", "us_var", "i_var", "u_var", "l_var", "ul_var", "ll_var", "ull_var",
-    "b_var", "f_var", "d_var", "tiny_var", "ci_var", "vi_var", "cv_var", "big_var", "ip_var", "ipp_var", "vp_var",
+    "b_var", "f_var", "d_var", "tiny_var", "ld_var", "ld_third", "ci_var", "vi_var", "cv_var", "big_var", "ip_var", "ipp_var", "vp_var",
     "null_str", "str_var", "esc_var", "arr_str", "full_str", "zeros", "mostly", "few", "matrix", "origin", "pts",
     "corner_ptr", "flags_var", "num_var", "list_b", "list_a", "color_var", "odd_color", "sign_var", "perm_var",
     "no_perm", "odd_perm", "nest_var", "op_var", "row_data", "fn_var", "pkt_ptr", "file_static",
@@ -46,7 +46,8 @@ FLOATS = [
     "p 5.0 / 0", "p 10 / 3.0f", "p 3.0 == 3", "p d_var > 3", "p tiny_var * tiny_var", "p 1.0e308 * 10",
     "p -1.0e308 * 10", "p f_var / 0", "p -0.0", "p -(1.5)", "p .5", "p 5.", "p 1e3", "p 1.5e", "p 1.5e+",
     "p 0x1.8p1", "p 1e-400", "p 1.5f", "p 1.5F", "p (int)3.9", "p (int)-3.9", "p (float)d_var",
-    "p (double)f_var", "p (long)d_var", "p (_Bool)0.5",
+    "p (double)f_var", "p (long)d_var", "p (_Bool)0.5", "p ld_var * 2", "p ld_var + d_var", "p -ld_var",
+    "p (long double)1/3", "p/x ld_var", "p ld_var > 1", "whatis ld_var + 1", "p (int)ld_third",
 ]
 
 FORMATS = [

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import re
+from fractions import Fraction
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NoReturn
@@ -40,6 +41,7 @@ from kvmbench.expressions.format import PRINT_FORMATS, PrintOptions, format_valu
 from kvmbench.expressions.values import (
     BUILTIN_TYPES,
     CHAR,
+    FlagsType,
     DOUBLE,
     FLOAT,
     INT,
@@ -57,6 +59,7 @@ from kvmbench.expressions.values import (
     value_at,
     value_from_bytes,
     value_from_float,
+    value_from_fraction,
     value_from_int,
 )
 from kvmbench.symbols.dwarf_eval import (
@@ -108,19 +111,14 @@ def _named_int(name: str, base: CType) -> TypedefType:
 
 
 # gdb's register types on amd64 (features/i386/64bit-core.xml).
-_INT64 = _named_int("int64_t", LONG)
-_INT32 = _named_int("int32_t", INT)
-_INT16 = _named_int("int16_t", BUILTIN_TYPES["short"])
-_INT8 = _named_int("int8_t", BUILTIN_TYPES["signed char"])
+# gdb's fixed-size register types are plain integers named int64_t...int8_t
+# (an int8_t register prints as a number, not a character).
+_INT64 = IntegerType("int64_t", 8)
+_INT32 = IntegerType("int32_t", 4)
+_INT16 = IntegerType("int16_t", 2)
+_INT8 = IntegerType("int8_t", 1)
 _CODE_POINTER = PointerType(target=FunctionType(return_type=VOID, prototyped=False))
 _DATA_POINTER = PointerType(target=VOID)
-
-
-@dataclass(eq=False)
-class FlagsType(IntegerType):
-    """A register of named bits (gdb's ``i386_eflags``): prints ``[ ZF PF ]``."""
-
-    flags: tuple[tuple[str, int], ...] = ()
 
 
 EFLAGS_TYPE = FlagsType("i386_eflags", 4, signed=False, flags=(
@@ -149,18 +147,18 @@ for _full, _dword, _word, _low, _high in (
     ("rax", "eax", "ax", "al", "ah"), ("rbx", "ebx", "bx", "bl", "bh"),
     ("rcx", "ecx", "cx", "cl", "ch"), ("rdx", "edx", "dx", "dl", "dh"),
 ):
-    REGISTERS[_dword] = (_full, 0, INT)
+    REGISTERS[_dword] = (_full, 0, _INT32)
     REGISTERS[_word] = (_full, 0, _INT16)
     REGISTERS[_low] = (_full, 0, _INT8)
     REGISTERS[_high] = (_full, 1, _INT8)
 for _full, _dword, _word, _low in (("rsi", "esi", "si", "sil"), ("rdi", "edi", "di", "dil"),
                                    ("rbp", "ebp", "bp", "bpl"), ("rsp", "esp", "sp_", "spl")):
-    REGISTERS[_dword] = (_full, 0, INT)
+    REGISTERS[_dword] = (_full, 0, _INT32)
     if _word != "sp_":
         REGISTERS[_word] = (_full, 0, _INT16)
     REGISTERS[_low] = (_full, 0, _INT8)
 for _n in range(8, 16):
-    REGISTERS[f"r{_n}d"] = (f"r{_n}", 0, INT)
+    REGISTERS[f"r{_n}d"] = (f"r{_n}", 0, _INT32)
     REGISTERS[f"r{_n}w"] = (f"r{_n}", 0, _INT16)
     REGISTERS[f"r{_n}l"] = (f"r{_n}", 0, _INT8)
 REGISTER_NAMES = frozenset(REGISTERS)
@@ -567,6 +565,11 @@ class Evaluator:
         full, offset, ctype = REGISTERS[name]
         if self.frame is None and not self.live:
             raise ExpressionError("No registers.")
+        if name == "fp" and self.frame is not None:
+            # gdb's $fp is the frame's base address (get_frame_base_address),
+            # on amd64 its prologue analyser's base. A value, not a register.
+            base = self.program.amd64_frame_base(self.frame.physical)  # type: ignore[attr-defined]
+            return value_from_int(_DATA_POINTER, base & _MASK64)
         size = sizeof(ctype) or 8
         location = RegisterLocation(full) if offset == 0 else CompositeLocation(
             (Piece(RegisterLocation(full), size * 8, offset * 8),))
@@ -578,11 +581,9 @@ class Evaluator:
         if self.frame is None:
             raise ExpressionError("No frame selected.")
         variable = self.program.find_variable(name, self.frame)  # type: ignore[attr-defined]
-        if variable is None:
-            raise ExpressionError(f'No symbol "{name}" in current context.')
-        if not variable.is_argument:
-            raise ExpressionError(f'Symbol "{name}" is not a parameter; '
-                                  "only parameters have entry values.")  # gdb's wording is close
+        if variable is None or not variable.is_argument:
+            # c-exp.y's words, for an unknown name too.
+            raise ExpressionError(f'@entry can be used only for function parameters, not for "{name}"')
         number = self.program.entry_value(variable, self.frame)  # type: ignore[attr-defined]
         if number is None:
             return optimized_out(variable.type, name)
@@ -621,6 +622,10 @@ class Evaluator:
         if op == "-":
             if real.code is TypeCode.FLOAT:
                 # gdb negates a float as 0 - x (value_neg): -0.0 prints 0, a NaN keeps its sign.
+                if (operand.size or 0) >= 10:
+                    exact = operand.as_fraction()
+                    if isinstance(exact, Fraction):
+                        return value_from_fraction(operand.type, 0 - exact)
                 return value_from_float(operand.type, 0.0 - operand.as_float())
             if real.code not in (TypeCode.INTEGER, TypeCode.ENUM):
                 raise ExpressionError("Argument to negate operation not a number.")
@@ -798,6 +803,9 @@ class Evaluator:
         if isinstance(target, FloatType):
             if source.code not in (TypeCode.INTEGER, TypeCode.ENUM, TypeCode.FLOAT):
                 raise ExpressionError("Invalid cast.")
+            if (target.size or 0) >= 10:
+                exact = value.as_fraction() if source.code is TypeCode.FLOAT else Fraction(value.as_int())
+                return value_from_fraction(ctype, exact)
             return value_from_float(ctype, value.as_float() if source.code is TypeCode.FLOAT else float(value.as_int()))
         if isinstance(target, (IntegerType, EnumType, PointerType)):
             if source.code is TypeCode.FLOAT:
@@ -931,6 +939,10 @@ class Evaluator:
         comparison = op in ("==", "!=", "<", ">", "<=", ">=")
         if lreal.code is TypeCode.FLOAT or rreal.code is TypeCode.FLOAT:
             ctype = _float_promote(left.type, right.type)
+            if (ctype.size or 0) >= 10:
+                extended = self._extended_arithmetic(op, left, right, ctype)
+                if extended is not None:
+                    return extended
             a, b = left.as_float(), right.as_float()
             if comparison:
                 return value_from_int(INT, int(_compare(op, a, b)))
@@ -974,6 +986,24 @@ class Evaluator:
         else:
             raise ExpressionError(f"A syntax error in expression, near `{op}'.")
         return value_from_int(ctype, result)
+
+    def _extended_arithmetic(self, op: str, left: Value, right: Value, ctype: CType) -> Value | None:
+        """long double arithmetic, exact then rounded to the x87 format (None: inf or nan involved)."""
+        a = left.as_fraction() if strip_typedefs(left.type).code is TypeCode.FLOAT else Fraction(left.as_int())
+        b = right.as_fraction() if strip_typedefs(right.type).code is TypeCode.FLOAT else Fraction(right.as_int())
+        if not isinstance(a, Fraction) or not isinstance(b, Fraction):
+            return None
+        if op in ("==", "!=", "<", ">", "<=", ">="):
+            return value_from_int(INT, int(_compare(op, a, b)))
+        if op == "+":
+            return value_from_fraction(ctype, a + b)
+        if op == "-":
+            return value_from_fraction(ctype, a - b)
+        if op == "*":
+            return value_from_fraction(ctype, a * b)
+        if op == "/" and b != 0:
+            return value_from_fraction(ctype, a / b)
+        return None
 
     def _shift(self, op: str, left: Value, right: Value) -> Value:
         if strip_typedefs(left.type).code is TypeCode.FLOAT or strip_typedefs(right.type).code is TypeCode.FLOAT:

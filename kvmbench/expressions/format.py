@@ -24,6 +24,7 @@ from fractions import Fraction
 
 from kvmbench.errors import ExpressionError, GuestMemoryError, KvmbenchError, RegisterUnavailable
 from kvmbench.expressions.values import (
+    FlagsType,
     Value,
     decode_float,
     decode_x87_exact,
@@ -291,6 +292,9 @@ def _format_scalar(value: Value, real: CType, options: PrintOptions) -> str:
     size = value.size or 1
     signed = isinstance(real, (IntegerType, EnumType)) and getattr(real, "signed", False)
     if fmt is None:
+        if isinstance(real, FlagsType):
+            # gdb's val_print_type_code_flags: the set bits' names, in field order.
+            return "[ " + "".join(f"{name} " for name, bit in real.flags if number >> bit & 1) + "]"
         if isinstance(real, EnumType):
             return format_enum(real, number)
         if isinstance(real, IntegerType):
@@ -449,7 +453,8 @@ def _format_x87(data: bytes) -> str:
         return f"{sign}nan({mantissa & ((1 << 62) - 1):#x})"
     exact = decode_x87_exact(data)
     assert isinstance(exact, Fraction)
-    return _fraction_g(exact, 18)
+    # %.21Lg: gdb's digits for a 64-bit mantissa (floatformat_printf_format).
+    return _fraction_g(exact, 21)
 
 
 def _fraction_g(number: Fraction, digits: int) -> str:

@@ -70,6 +70,13 @@ BUILTIN_TYPES: dict[str, CType] = {
     "void": VoidType(),
 }
 
+@dataclass(eq=False, repr=False)
+class FlagsType(IntegerType):
+    """A register of named bits (gdb's ``i386_eflags``): prints ``[ PF ZF IF ]``."""
+
+    flags: tuple[tuple[str, int], ...] = ()
+
+
 INT = BUILTIN_TYPES["int"]
 UNSIGNED_INT = BUILTIN_TYPES["unsigned int"]
 LONG = BUILTIN_TYPES["long"]
@@ -188,7 +195,8 @@ class Value:
         self._check_available()
         if self.size in (10, 16) and strip_typedefs(self.type).code is TypeCode.FLOAT:
             return decode_x87_exact(self.data[:10])
-        return self.as_float()
+        number = self.as_float()
+        return Fraction(number) if math.isfinite(number) else number
 
     def _check_available(self) -> None:
         if self.note is not None:
@@ -288,24 +296,51 @@ def encode_float(number: float, size: int) -> bytes:
     return _encode_x87(number).ljust(size, b"\0")
 
 
-def _encode_x87(number: float) -> bytes:
-    if math.isnan(number):
-        return (0xC000000000000000).to_bytes(8, "little") + (0x7FFF).to_bytes(2, "little")
-    sign = 0x8000 if math.copysign(1.0, number) < 0 else 0
-    number = abs(number)
-    if math.isinf(number):
-        return (1 << 63).to_bytes(8, "little") + (sign | 0x7FFF).to_bytes(2, "little")
-    if number == 0:
+def _encode_x87(number: float | Fraction) -> bytes:
+    """An x87 extended value, rounded to its 64-bit mantissa (to nearest, ties to even)."""
+    if isinstance(number, float):
+        if math.isnan(number):
+            return (0xC000000000000000).to_bytes(8, "little") + (0x7FFF).to_bytes(2, "little")
+        if math.isinf(number):
+            sign = 0x8000 if number < 0 else 0
+            return (1 << 63).to_bytes(8, "little") + (sign | 0x7FFF).to_bytes(2, "little")
+        negative = math.copysign(1.0, number) < 0
+        fraction = Fraction(number)
+    else:
+        negative = number < 0
+        fraction = number
+    sign = 0x8000 if negative else 0
+    fraction = abs(fraction)
+    if fraction == 0:
         return bytes(8) + sign.to_bytes(2, "little")
-    fraction = Fraction(number)
+    # Exponent e with 2**e <= fraction < 2**(e+1).
     exponent = fraction.numerator.bit_length() - fraction.denominator.bit_length()
-    # Normalise so the mantissa's top bit is bit 63.
-    while fraction / Fraction(2) ** exponent >= 2:
-        exponent += 1
-    while fraction / Fraction(2) ** exponent < 1:
+    if Fraction(2) ** exponent > fraction:
         exponent -= 1
-    mantissa = int(fraction / Fraction(2) ** (exponent - 63))
-    return mantissa.to_bytes(8, "little") + (sign | (exponent + 16383)).to_bytes(2, "little")
+    elif Fraction(2) ** (exponent + 1) <= fraction:
+        exponent += 1
+    scaled = fraction / Fraction(2) ** (exponent - 63)
+    mantissa = scaled.numerator // scaled.denominator
+    remainder = scaled - mantissa
+    if remainder > Fraction(1, 2) or (remainder == Fraction(1, 2) and mantissa & 1):
+        mantissa += 1
+        if mantissa >> 64:
+            mantissa >>= 1
+            exponent += 1
+    biased = exponent + 16383
+    if biased >= 0x7FFF:
+        return (1 << 63).to_bytes(8, "little") + (sign | 0x7FFF).to_bytes(2, "little")
+    if biased <= 0:
+        # Denormal: the mantissa's top bit clear, exponent field 0.
+        mantissa = int(fraction * Fraction(2) ** (16382 + 63))
+        biased = 0
+    return mantissa.to_bytes(8, "little") + (sign | biased).to_bytes(2, "little")
+
+
+def value_from_fraction(ctype: CType, number: Fraction | float) -> Value:
+    """A long double value holding ``number`` exactly rounded to the x87 format."""
+    size = sizeof(ctype) or 16
+    return Value(ctype, _encode_x87(number).ljust(size, b"\0"), bytes(size))
 
 
 # -- type helpers used across the package ------------------------------------------------------

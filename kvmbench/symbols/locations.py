@@ -322,7 +322,20 @@ def write_location(location: Location, data: bytes, context: FrameContext | None
             chunk = data[position // 8:(position + piece.size_bits) // 8]
             if isinstance(piece.location, OptimizedOutLocation):
                 raise OptimizedOut()
-            write_location(piece.location, chunk, context)
+            target = piece.location
+            offset = piece.offset_bits // 8
+            if offset and isinstance(target, RegisterLocation):
+                # A piece from inside a register ($ah): merge it at its offset.
+                width = register_width(target.register)
+                merged = bytearray(context.read_register(target.register).to_bytes(width, "little"))
+                merged[offset:offset + len(chunk)] = chunk
+                context.write_register(target.register, int.from_bytes(merged[:width], "little"))
+            elif offset and isinstance(target, MemoryLocation):
+                context.write_memory(target.address + offset, chunk)
+            elif offset:
+                raise ExpressionError("Attempt to assign to an unmodifiable value.")
+            else:
+                write_location(target, chunk, context)
             position += piece.size_bits
         return
     if isinstance(location, OptimizedOutLocation):

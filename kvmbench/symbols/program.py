@@ -262,6 +262,31 @@ class Program:
                 pc = end
         return pc
 
+    def amd64_frame_base(self, frame: Frame) -> int:
+        """gdb's frame base address on amd64 (``$fp``; amd64_frame_cache's ``base``).
+
+        With ``push %rbp; mov %rsp,%rbp`` executed, rbp; just after the
+        push, rsp; otherwise (at the entry, or a frameless function) rsp - 8.
+        """
+        context = frame.context
+        rsp = context.read_register("rsp")
+        bounds = self._function_bounds(frame.lookup_pc)
+        if bounds is None:
+            return rsp - 8
+        low = bounds[0]
+        pc = frame.pc
+        try:
+            code = self.image_memory().read_memory(low, 12)
+        except GuestMemoryError:
+            return rsp - 8
+        start = low + 4 if code[:4] == _ENDBR64 else low
+        at = start - low
+        if pc <= start or code[at:at + 1] != b"\x55":
+            return rsp - 8
+        if pc == start + 1 or code[at + 1:at + 4] not in _MOV_RSP_RBP:
+            return rsp  # rbp pushed, no frame pointer yet
+        return context.read_register("rbp")
+
     def breakpoint_locations(self, location: str) -> list[int]:
         """gdb's ``break LOCATION`` addresses, with gdb's words when there are none.
 
