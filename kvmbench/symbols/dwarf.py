@@ -170,7 +170,8 @@ class DebugInfo:
         marks.sort(key=lambda m: (m[0], m[1], m[2]))
         self._row_addresses = [m[0] for m in marks]
         self._row_at = [m[3] for m in marks]
-        self._build_gdb_tables()
+        # gdb's own line tables, built on first use (see _build_gdb_tables).
+        self._gdb_tables_built = False
         # is_stmt rows per file, for FILE:LINE lookups (gdb, like the DWARF
         # standard, treats only is_stmt rows as line starts).
         self._stmt_rows: dict[_SourceFile, list[_Row]] = {}
@@ -195,6 +196,9 @@ class DebugInfo:
         (find_pc_sect_line) from these tables, so get_line_entry,
         get_line_end and find_line do too.
         """
+        if self._gdb_tables_built:
+            return
+        self._gdb_tables_built = True
         tables: dict[tuple[int, _SourceFile], list[_GdbEntry]] = {}
 
         def record(key: tuple[int, _SourceFile], address: int, line: int, is_stmt: bool, row: _Row | None) -> None:
@@ -241,6 +245,7 @@ class DebugInfo:
 
     def _gdb_lookup(self, address: int) -> tuple[_GdbEntry, int | None] | None:
         """gdb's find_pc_sect_line over the CU holding ``address``: (best entry, end)."""
+        self._build_gdb_tables()
         sequence = self._sequence_containing(address)
         if sequence is None:
             return None
@@ -351,6 +356,7 @@ class DebugInfo:
         line that has one (``exact`` False). None when the file is unknown
         or nothing follows the line.
         """
+        self._build_gdb_tables()
         best: tuple[int, int, _SourceFile] | None = None
         for (_unit, source), table in self._gdb_tables.items():
             if not _file_matches(file, source):
@@ -372,6 +378,7 @@ class DebugInfo:
         gdb's tables lack rows the line program has (see _build_gdb_tables),
         so at -O2 with inlined code the two can choose different places.
         """
+        self._build_gdb_tables()
         entries = [
             entry
             for (_unit, source), table in self._gdb_tables.items() if _file_matches(file, source)
