@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import math
 import re
-from fractions import Fraction
 from collections.abc import Callable
+from fractions import Fraction
 from dataclasses import dataclass, field
 from typing import NoReturn
 
@@ -92,7 +92,6 @@ from kvmbench.symbols.types import (
     ptype,
     sizeof,
     strip_typedefs,
-    type_to_string,
     whatis,
 )
 
@@ -104,10 +103,6 @@ MAX_LENGTH = 200_000
 
 _MASK64 = (1 << 64) - 1
 _WRAPPER = "void __kvb_expression(void) {{ ({0}); }}"
-
-
-def _named_int(name: str, base: CType) -> TypedefType:
-    return TypedefType(name, base.size, target=base)
 
 
 # gdb's register types on amd64 (features/i386/64bit-core.xml).

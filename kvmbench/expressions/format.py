@@ -44,7 +44,6 @@ from kvmbench.symbols.types import (
     IntegerType,
     PointerType,
     StructType,
-    TypeCode,
     TypedefType,
     VoidType,
     sizeof,
@@ -475,9 +474,5 @@ def _strip_g(text: str) -> str:
         return f"{mantissa}e{sign}{digits}"
     return text
 
-
-def value_code(value: Value) -> TypeCode:
-    """The code of a value's real type."""
-    return strip_typedefs(value.type).code
 
 

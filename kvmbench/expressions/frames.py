@@ -21,9 +21,9 @@ from kvmbench.errors import ExpressionError, KvmbenchError
 from kvmbench.expressions.evaluator import Evaluator
 from kvmbench.expressions.values import Value
 from kvmbench.symbols.frames import SourceFrame
-from kvmbench.symbols.symbol_order import block_variables, gdb_hashed_order, gdb_symbol_hash
+from kvmbench.symbols.symbol_order import block_variables
 from kvmbench.symbols.types import ArrayType, StructType, strip_typedefs
-from kvmbench.symbols.units import Scope, Variable
+from kvmbench.symbols.units import Variable
 
 
 def frame_evaluator(program: object, frame: SourceFrame) -> Evaluator:
@@ -154,7 +154,3 @@ def backtrace_text(program: object, frames: list[SourceFrame], stop_reason: str 
         lines.append(f"Backtrace stopped: {stop_reason}")
     return "\n".join(lines)
 
-
-def function_scope(frame: SourceFrame) -> Scope | None:
-    """The function (or inlined function) of a frame."""
-    return frame.function

@@ -29,7 +29,6 @@ from kvmbench.symbols.dwarf_eval import (
     CompositeLocation,
     ExpressionEnvironment,
     ImplicitLocation,
-    ImplicitPointerLocation,
     Location,
     MemoryLocation,
     OptimizedOutLocation,
