@@ -130,3 +130,22 @@ class RemoteProtocolError(RemoteError):
 
 class RemoteRefused(RemoteError):
     """The stub answered a packet with an error (``E NN``) or as unsupported."""
+
+
+class RegisterUnavailable(KvmbenchError):
+    """A register a frame cannot supply: there are no registers (no live
+    target), or a caller's register its callee did not save (gdb's
+    ``<not saved>``)."""
+
+
+class ExpressionError(UsageError):
+    """An expression that does not parse or cannot be evaluated; the message
+    is worded as gdb words it (``No symbol "foo" in current context.``)."""
+
+
+class OptimizedOut(KvmbenchError):
+    """A variable whose value the compiler did not keep at this pc (gdb's
+    ``<optimized out>``)."""
+
+    def __init__(self, message: str = "value has been optimized out") -> None:
+        super().__init__(message)

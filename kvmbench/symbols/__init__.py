@@ -5,6 +5,13 @@ without DWARF) or a kernel's System.map and get a :class:`SymbolTable`
 that resolves breakpoint locations, formats ``symbol+offset`` and
 ``file:line`` for stop cards, and completes names. Every failure is a
 one-line :class:`kvmbench.errors.SymbolError`.
+
+For source-level debugging, :class:`Program` holds one image with its CFI
+(:mod:`.cfi`, :mod:`.unwind`), DWARF scopes, variables and types
+(:mod:`.units`, :mod:`.locations`, :mod:`.types`) and gdb's answers
+(:mod:`.frames`, :mod:`.listing`, :mod:`.describe`). It evaluates against a
+:class:`FrameContext`: a live frame from the engine, or a
+:class:`StaticFrame` over the image's memory.
 """
 
 from __future__ import annotations
@@ -18,19 +25,43 @@ from kvmbench.symbols.dwarf import DebugInfo, FunctionRange, GlobalVariable
 from kvmbench.symbols.elf import ELF_MAGIC, ElfImage, LoadSegment
 from kvmbench.symbols.kallsyms import kaslr_slide, load_kallsyms, looks_like_kallsyms, parse_kallsyms
 from kvmbench.symbols.model import ABSOLUTE_SECTION, SourceLocation, Symbol, SymbolKind
+from kvmbench.symbols.cfi import CallFrameInfo, CfiSection, FrameRules
+from kvmbench.symbols.describe import info_address, info_scope
+from kvmbench.symbols.frame import FrameContext, ImageMemory, StaticFrame
+from kvmbench.symbols.frames import FrameList, SourceFrame
+from kvmbench.symbols.listing import SourceLister, info_symbol
+from kvmbench.symbols.program import Program
 from kvmbench.symbols.table import SymbolTable
+from kvmbench.symbols.unwind import Backtrace, Frame, Unwinder, UnwindMethod
 
 __all__ = [
     "ABSOLUTE_SECTION",
+    "Backtrace",
+    "CallFrameInfo",
+    "CfiSection",
     "DebugInfo",
     "ElfImage",
+    "Frame",
+    "FrameContext",
+    "FrameList",
+    "FrameRules",
     "FunctionRange",
     "GlobalVariable",
+    "ImageMemory",
     "LoadSegment",
+    "Program",
+    "SourceFrame",
+    "SourceLister",
     "SourceLocation",
+    "StaticFrame",
     "Symbol",
     "SymbolKind",
     "SymbolTable",
+    "UnwindMethod",
+    "Unwinder",
+    "info_address",
+    "info_scope",
+    "info_symbol",
     "kaslr_slide",
     "load_kallsyms",
     "load_symbols",

@@ -75,6 +75,14 @@ class GlobalVariable(NamedTuple):
     type_name: str
 
 
+class LineEntry(NamedTuple):
+    """A line-table row: where it starts, its source line, whether it starts a statement."""
+
+    address: int
+    location: SourceLocation
+    is_stmt: bool
+
+
 @dataclass(frozen=True, slots=True)
 class _SourceFile:
     """A line-table file entry: how to show it and where it was compiled."""
@@ -91,6 +99,7 @@ class _Row:
     column: int
     is_stmt: bool
     prologue_end: bool
+    discriminator: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +109,17 @@ class _Sequence:
     start: int
     end: int
     rows: tuple[_Row, ...]
+    unit: int = 0  # which compilation unit's line program
+
+
+@dataclass(frozen=True, slots=True)
+class _GdbEntry:
+    """An entry of gdb's own line table for one file of one CU (line 0: an end marker)."""
+
+    address: int
+    line: int
+    is_stmt: bool
+    row: _Row | None
 
 
 class DebugInfo:
@@ -150,6 +170,8 @@ class DebugInfo:
         marks.sort(key=lambda m: (m[0], m[1], m[2]))
         self._row_addresses = [m[0] for m in marks]
         self._row_at = [m[3] for m in marks]
+        # gdb's own line tables, built on first use (see _build_gdb_tables).
+        self._gdb_tables_built = False
         # is_stmt rows per file, for FILE:LINE lookups (gdb, like the DWARF
         # standard, treats only is_stmt rows as line starts).
         self._stmt_rows: dict[_SourceFile, list[_Row]] = {}
@@ -160,6 +182,100 @@ class DebugInfo:
         self._files = tuple(sorted(self._stmt_rows, key=lambda f: f.display))
         # Instance-level cache of source files read from disk (path -> lines).
         self._source_cache: dict[Path, list[str]] = {}
+
+    def _build_gdb_tables(self) -> None:
+        """gdb's own line tables: one per (CU, file), as dwarf2/read.c records them.
+
+        lnp_state_machine::record_line keeps fewer rows than the line
+        program has: none for line 0; none repeating the previous row's line
+        when that line has had a non-zero discriminator (dwarf_record_line_p,
+        PR 17276); and when the rows move to another file, an end marker in
+        the file left, which deletes that file's rows at the same address
+        (buildsym.c record_line), while a non-statement row coming back at
+        the same address is dropped. gdb answers "which line is this pc"
+        (find_pc_sect_line) from these tables, so get_line_entry,
+        get_line_end and find_line do too.
+        """
+        if self._gdb_tables_built:
+            return
+        self._gdb_tables_built = True
+        tables: dict[tuple[int, _SourceFile], list[_GdbEntry]] = {}
+
+        def record(key: tuple[int, _SourceFile], address: int, line: int, is_stmt: bool, row: _Row | None) -> None:
+            table = tables.setdefault(key, [])
+            if line == 0:
+                last_line = None
+                while table and table[-1].address == address:
+                    last_line = table.pop().line
+                    if table and table[-1].address != address:
+                        break
+                if table and last_line is None and table[-1].line == 0:
+                    return  # an end marker after an end marker: nothing to end
+            table.append(_GdbEntry(address, line, is_stmt, row))
+
+        for seq in self._sequences:
+            last_file: _SourceFile | None = None
+            last_line = 0
+            last_address: int | None = None
+            discriminated = False
+            for row in seq.rows:
+                same_line = last_file == row.file and last_line == row.line
+                discriminated = row.discriminator != 0 or (same_line and discriminated)
+                file_changed = last_file is not None and last_file != row.file
+                ignore = (file_changed and last_address == row.address and not row.is_stmt) or row.line == 0
+                if not ignore:
+                    if file_changed:
+                        assert last_file is not None
+                        record((seq.unit, last_file), row.address, 0, True, None)
+                    if not (same_line and discriminated):
+                        record((seq.unit, row.file), row.address, row.line, row.is_stmt, row)
+                    last_file, last_line = row.file, row.line
+                last_address = row.address
+            if last_file is not None:
+                record((seq.unit, last_file), seq.end, 0, True, None)
+        self._gdb_tables: dict[tuple[int, _SourceFile], list[_GdbEntry]] = {}
+        for key, table in tables.items():
+            # gdb sorts by address, end markers first among equals (stable otherwise).
+            table.sort(key=lambda e: (e.address, e.line != 0))
+            self._gdb_tables[key] = table
+        self._gdb_table_addresses = {key: [e.address for e in table] for key, table in self._gdb_tables.items()}
+        self._unit_tables: dict[int, list[tuple[int, _SourceFile]]] = {}
+        for key in self._gdb_tables:
+            self._unit_tables.setdefault(key[0], []).append(key)
+
+    def _gdb_lookup(self, address: int) -> tuple[_GdbEntry, int | None] | None:
+        """gdb's find_pc_sect_line over the CU holding ``address``: (best entry, end)."""
+        self._build_gdb_tables()
+        sequence = self._sequence_containing(address)
+        if sequence is None:
+            return None
+        best: _GdbEntry | None = None
+        best_end: int | None = None
+        for key in self._unit_tables.get(sequence.unit, []):
+            table = self._gdb_tables[key]
+            addresses = self._gdb_table_addresses[key]
+            i = bisect.bisect_right(addresses, address)
+            item = table[i] if i < len(table) else None
+            if i > 0:
+                prev_index = i - 1
+                prev = table[prev_index]
+                if best is None or prev.address > best.address:
+                    if not prev.is_stmt:
+                        j = prev_index
+                        while j > 0 and table[j - 1].address == table[j].address and table[j - 1].line != 0 \
+                                and not table[j].is_stmt:
+                            j -= 1
+                        if table[j].is_stmt:
+                            prev = table[j]
+                    best = prev
+                    if best_end is not None and best_end <= best.address:
+                        best_end = None
+            if best is not None and item is not None and item.address > best.address \
+                    and (best_end is None or best_end > item.address):
+                best_end = item.address
+        if best is None:
+            return None
+        return best, best_end
 
     # -- construction -------------------------------------------------------
 
@@ -202,6 +318,97 @@ class DebugInfo:
             # Line 0 is DWARF's "no source line" (compiler-generated code).
             return None
         return _location(row)
+
+    def get_line_entry(self, address: int) -> LineEntry | None:
+        """The line-table row gdb takes for ``address`` (find_pc_line's ``sal``).
+
+        From gdb's own line tables (see _build_gdb_tables): the last entry
+        at or below ``address`` in any file of its CU, a statement entry at
+        the same address preferred. gdb shows a frame's pc in ``bt`` and stop
+        lines unless the pc is this entry's address and the entry is a
+        statement (frame_show_address). None where gdb has no line.
+        """
+        found = self._gdb_lookup(address)
+        if found is None or found[0].line == 0 or found[0].row is None:
+            return None
+        entry = found[0]
+        assert entry.row is not None
+        return LineEntry(entry.address, _location(entry.row), entry.is_stmt)
+
+    def get_line_end(self, address: int) -> int | None:
+        """Where the line containing ``address`` ends (gdb's ``sal.end``): the next
+        entry of any file of the CU above gdb's row. None if there is none."""
+        found = self._gdb_lookup(address)
+        return found[1] if found is not None else None
+
+    def get_prologue_end(self, low: int, high: int) -> int | None:
+        """The first DW_LNS_set_prologue_end row in (low, high), if the compiler marked one."""
+        for row in self._rows_between(low, high):
+            if row.is_stmt and row.prologue_end and row.address > low:
+                return row.address
+        return None
+
+    def find_line(self, file: str, line: int) -> tuple[str, int, bool] | None:
+        """gdb's find_line_symtab/find_line_common: ``(file, address, exact)`` for ``file:line``.
+
+        In gdb's tables of the files ``file`` names: the first statement
+        entry of the line, by address; failing that, of the nearest later
+        line that has one (``exact`` False). None when the file is unknown
+        or nothing follows the line.
+        """
+        self._build_gdb_tables()
+        best: tuple[int, int, _SourceFile] | None = None
+        for (_unit, source), table in self._gdb_tables.items():
+            if not _file_matches(file, source):
+                continue
+            for entry in table:
+                if not entry.is_stmt or entry.line == 0:
+                    continue
+                if entry.line == line:
+                    return source.display, entry.address, True
+                if entry.line > line and (best is None or entry.line < best[0]):
+                    best = (entry.line, entry.address, source)
+        if best is not None:
+            return best[2].display, best[1], False
+        return None
+
+    def get_line_addresses(self, file: str, line: int) -> list[int]:
+        """Like :meth:`get_addresses`, from gdb's own line tables (gdb's linespec for FILE:LINE).
+
+        gdb's tables lack rows the line program has (see _build_gdb_tables),
+        so at -O2 with inlined code the two can choose different places.
+        """
+        self._build_gdb_tables()
+        entries = [
+            entry
+            for (_unit, source), table in self._gdb_tables.items() if _file_matches(file, source)
+            for entry in table if entry.is_stmt and entry.line >= max(line, 1)
+        ]
+        if not entries:
+            return []
+        best_line = min(entry.line for entry in entries)
+        first_per_function: dict[int, int] = {}
+        for entry in entries:
+            if entry.line != best_line:
+                continue
+            function = self.get_function_range(entry.address)
+            key = function.low if function is not None else self._sequence_start(entry.address)
+            if key not in first_per_function or entry.address < first_per_function[key]:
+                first_per_function[key] = entry.address
+        return sorted(first_per_function.values())
+
+    def resolve_source_file(self, file: str) -> str | None:
+        """The compiled name of the source file ``file`` names (``fib.c`` -> ``src/fib.c``)."""
+        for source in self._files:
+            if _file_matches(file, source):
+                return source.display
+        return None
+
+    def get_source_lines(
+        self, file: str, search_path: Sequence[str | os.PathLike[str]] = ()
+    ) -> list[str] | None:
+        """Every line of source ``file`` (found as :meth:`get_source_line` finds it), or None."""
+        return self._read_source(file, [Path(p) for p in search_path])
 
     def get_decl_location(self, address: int) -> SourceLocation | None:
         """Where the function or global variable starting at ``address`` is declared."""
@@ -411,7 +618,10 @@ class _DwarfReader:
         for cu in self._dwarf.iter_CUs():
             self._read_cu(cu)
 
+    _unit_index = 0
+
     def _read_cu(self, cu: CompileUnit) -> None:
+        self._unit_index += 1
         top = cu.get_top_DIE()
         comp_dir = _text(top.attributes["DW_AT_comp_dir"].value) if "DW_AT_comp_dir" in top.attributes else ""
         files = self._read_line_program(cu, comp_dir)
@@ -437,7 +647,7 @@ class _DwarfReader:
             if source is None:
                 continue  # file index outside the table: skip, do not guess
             rows.append(_Row(state.address, source, state.line, state.column,
-                             bool(state.is_stmt), bool(state.prologue_end)))
+                             bool(state.is_stmt), bool(state.prologue_end), state.discriminator or 0))
         return files
 
     def _add_sequence(self, rows: list[_Row], end: int) -> None:
@@ -449,7 +659,7 @@ class _DwarfReader:
         # where no allocated section is, and so do we.
         if self._allocated and not any(lo <= start < hi for lo, hi in self._allocated):
             return
-        self.sequences.append(_Sequence(start, end, tuple(rows)))
+        self.sequences.append(_Sequence(start, end, tuple(rows), self._unit_index))
 
     # Debugging information entries (DWARF 5, chapters 2-5).
 
