@@ -228,7 +228,9 @@ def _operands(unit: Unit, op: DWARFExprOp) -> str:
     if name in ("DW_OP_fbreg", "DW_OP_plus_uconst", "DW_OP_deref_size", "DW_OP_xderef_size", "DW_OP_pick"):
         return f" {args[0]}"
     if name in ("DW_OP_skip", "DW_OP_bra"):
-        return f" to {op.offset + 3 + args[0]}"
+        # gdb words the two differently: "DW_OP_skip to 19", "DW_OP_bra 19".
+        target = op.offset + 3 + args[0]
+        return f" to {target}" if name == "DW_OP_skip" else f" {target}"
     if name == "DW_OP_implicit_value":
         return f" {len(args[0])}"
     if name == "DW_OP_piece":
