@@ -1,4 +1,4 @@
-"""The ``kvmbench`` command: probe, run, bench, lab."""
+"""The ``kvmbench`` command: probe, run, gdbserver, bench, lab."""
 
 from __future__ import annotations
 
@@ -110,6 +110,12 @@ def _print_writes(session, wp) -> None:  # type: ignore[no-untyped-def]
                   for pc, n in writers.most_common()])
 
 
+def cmd_gdbserver(args: argparse.Namespace) -> int:
+    from kvmbench.gdbserver.cli import run_gdbserver
+
+    return run_gdbserver(args.guest, args.args, args.listen, log_packets=args.log)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from kvmbench.bench.runner import run_bench
 
@@ -155,6 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", default="auto", choices=("auto", "hw", "sw"),
                    help="mechanism for --break/--trace")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("gdbserver", help="serve a guest to gdb or lldb (GDB remote protocol)")
+    p.add_argument("guest", help="a bundled guest's name or an ELF path")
+    p.add_argument("args", nargs="*", help="the guest's arguments")
+    p.add_argument("--listen", default="127.0.0.1:1234", metavar="[HOST:]PORT",
+                   help="address to listen on (default 127.0.0.1:1234; port 0: any free port)")
+    p.add_argument("--log", action="store_true", help="print every packet to stderr")
+    p.set_defaults(func=cmd_gdbserver)
 
     p = sub.add_parser("bench", help="cost per hit of each mechanism against its C floor")
     p.add_argument("--hits", type=int, default=2000)
