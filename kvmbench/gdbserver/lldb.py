@@ -3,21 +3,19 @@
 lldb reads target.xml when ``qXfer:features:read`` is announced and then
 never needs ``qRegisterInfo``; it still asks the host's and the process's
 description (``qHostInfo``, ``qProcessInfo``: ``triple`` is the hex of the
-target triple, ``ptrsize`` and ``endian`` describe the guest) and, to
-show memory, ``qMemoryRegionInfo``. ``qRegisterInfo N`` is answered from
-the same layout for an lldb that asks it first.
+target triple, ``ptrsize`` and ``endian`` describe the guest).
+``qRegisterInfo N`` is answered from the same layout for an lldb that asks
+it first. ``qMemoryRegionInfo`` is left unsupported: lldb asks it page by
+page from address 0 when the answer is one page, and does without it.
 """
 
 from __future__ import annotations
 
-from kvmbench.engine.session import Session
-from kvmbench.errors import GuestMemoryError
 from kvmbench.gdbserver.registers import G_REGISTERS, LAYOUT
 from kvmbench.rsp.hexdata import to_hex
 
 #: A kvmbench guest: x86-64, no operating system lldb knows.
 TRIPLE = "x86_64-unknown-unknown"
-PAGE = 4096
 _GENERIC = {"rip": "pc", "rsp": "sp", "rbp": "fp", "eflags": "flags"}
 # DWARF register numbers of the System V x86-64 psABI (figure 3.36).
 _DWARF = {name: i for i, name in enumerate(
@@ -65,14 +63,3 @@ def register_info(regnum: int) -> bytes:
     if reg.name in _GENERIC:
         values["generic"] = _GENERIC[reg.name]
     return _pairs(values)
-
-
-def memory_region(session: Session, address: int) -> bytes:
-    """``qMemoryRegionInfo``: the page at ``address``, mapped (rwx: the guest's
-    page tables are not consulted for permissions) or not."""
-    start = address & ~(PAGE - 1)
-    try:
-        session.mem.read(start, 1)
-    except GuestMemoryError:
-        return _pairs({"start": f"{start:x}", "size": f"{PAGE:x}", "permissions": ""})
-    return _pairs({"start": f"{start:x}", "size": f"{PAGE:x}", "permissions": "rwx"})

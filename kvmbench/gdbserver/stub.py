@@ -41,7 +41,7 @@ from kvmbench.rsp.memory import build_memory_reply, parse_read_memory, parse_wri
 from kvmbench.rsp.registers import build_register_reply, encode_register, parse_read_register, parse_write_register, parse_write_registers
 from kvmbench.rsp.replies import OK, UNSUPPORTED, build_error_reply
 from kvmbench.rsp.resume import build_vcont_actions_reply, parse_continue_or_step, parse_vcont
-from kvmbench.rsp.stops import ConsoleOutput, Stopped, build_stop_reply
+from kvmbench.rsp.stops import ConsoleOutput, StopReply, build_stop_reply
 from kvmbench.rsp.target_xml import build_target_xml
 from kvmbench.rsp.threads import ALL, ANY, build_current_thread_reply, build_thread_list_reply, parse_set_thread, parse_thread_alive
 from kvmbench.rsp.xfer import build_xfer_reply, parse_xfer_read
@@ -176,8 +176,8 @@ class GdbStub:
             return b"X09"
         stop = session.last_stop
         if stop is None or session.state is RunState.RUNNING:
-            stop = Stop(StopReason.STEP, None)
-        return build_stop_reply(self._reply_for(stop, force_registers=session.state is not RunState.RUNNING))
+            stop = Stop(StopReason.STEP, None if session.state is RunState.RUNNING else session.pc)
+        return build_stop_reply(self._reply_for(stop))
 
     def _attached(self, packet: bytes) -> bytes:
         return b"1"  # attached to a guest that lives on: detach, never kill
@@ -357,7 +357,7 @@ class GdbStub:
             self.on_stop(stop)
         return build_stop_reply(self._reply_for(stop))
 
-    def _reply_for(self, stop: Stop, force_registers: bool = True):  # type: ignore[no-untyped-def]
+    def _reply_for(self, stop: Stop) -> StopReply:
         session = self.session
 
         def report(number: int | None) -> bool:
@@ -441,13 +441,6 @@ class GdbStub:
         regnum = parse_hex_int(packet[len(b"qRegisterInfo"):], "register number")
         return lldb.register_info(regnum)
 
-    def _ok(self, packet: bytes) -> bytes:
-        return OK
-
-    def _memory_region(self, packet: bytes) -> bytes:
-        address = parse_hex_int(packet[len(b"qMemoryRegionInfo:"):], "address")
-        return lldb.memory_region(self.session, address)
-
     def _symbol(self, packet: bytes) -> bytes:
         return OK  # no symbols wanted from the client
 
@@ -471,9 +464,6 @@ class GdbStub:
         b"qHostInfo": "_host_info=",
         b"qProcessInfo": "_process_info=",
         b"qRegisterInfo": "_register_info",
-        b"qMemoryRegionInfo:": "_memory_region",
-        b"QThreadSuffixSupported": "_ok=",
-        b"QListThreadsInStopReply": "_ok=",
         b"QEnableErrorStrings": "_enable_error_strings=",
         b"H": "_set_thread",
         b"T": "_thread_alive",
