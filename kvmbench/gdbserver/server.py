@@ -101,6 +101,8 @@ class GdbServer:
         self._client_address = ""
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        #: Clients attached so far (refused ones not counted).
+        self.clients_served = 0
         #: Set when a client's ``k`` asked the command-line server to end.
         self.killed = threading.Event()
 
@@ -147,6 +149,7 @@ class GdbServer:
         with self._lock:
             self._client = connection
             self._client_address = _format_peer(peer)
+            self.clients_served += 1
         log.info("gdbserver: client %s attached", self._client_address)
         threading.Thread(target=self._serve_client, args=(connection,), daemon=True,
                          name="gdbserver-client").start()

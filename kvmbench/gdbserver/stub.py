@@ -214,6 +214,8 @@ class GdbStub:
         data = document(self, request.annex)
         if data is None:
             return self._error(E_REFUSED, f"no {request.object} document {request.annex!r}")
+        if request.length == 0:
+            return self._error(E_BAD_PACKET, "qXfer read of 0 bytes")  # 'm' and nothing: a read without end
         if request.offset > len(data):
             return self._error(E_BAD_PACKET, f"offset {request.offset} is past the document's end")
         return build_xfer_reply(data, request.offset, min(request.length, PACKET_SIZE - 16))
