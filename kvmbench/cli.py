@@ -119,6 +119,10 @@ def cmd_gdbserver(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from kvmbench.bench.runner import run_bench
 
+    if args.gdb:
+        from kvmbench.bench.gdb import main as run_gdb_bench
+
+        return run_gdb_bench(repeat=args.repeat, as_json=args.json)
     status = run_bench(hits=args.hits, repeat=args.repeat, as_json=args.json)
     if args.panel:
         from kvmbench.bench.panel import run_panel_bench
@@ -174,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hits", type=int, default=2000)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--gdb", action="store_true",
+                   help="instead: gdb's counted hits/s through kvmbench's GDB server vs QEMU TCG's gdbstub")
     p.add_argument("--panel", action="store_true",
                    help="also measure what a live debugger panel costs a running guest")
     p.set_defaults(func=cmd_bench)

@@ -29,6 +29,7 @@ class RawClient:
 
     def __init__(self, address: tuple[str, int]) -> None:
         self.sock = socket.create_connection(address, timeout=REPLY_TIMEOUT)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as gdb does
         self.decoder = PacketDecoder()
         self.pending: list[bytes] = []
 

@@ -1,14 +1,19 @@
-"""One client's connection: bytes in, packets to the stub, replies out.
+"""One client's connection: bytes in, packets answered, replies out.
 
 Two threads (GDB manual, "Remote Protocol" > "Overview" and "Interrupts"):
 
 - the reader receives, decodes (:class:`kvmbench.rsp.stream.PacketDecoder`),
   acknowledges packets (``+``, or ``-`` for one that cannot be taken)
-  until no-ack mode is agreed, resends the last reply on a ``-``, and
-  turns the 0x03 byte into :meth:`GdbStub.interrupt` at once, even while
-  a ``continue`` is running;
-- the caller's thread (:meth:`Connection.serve`) takes the packets in
-  order and answers each one; it is the thread that runs the guest.
+  until no-ack mode is agreed, resends the last reply on a ``-``, answers
+  every packet that does not run the guest itself (no thread hand-off on
+  the way: gdb sends four of them for every breakpoint hit it counts),
+  and turns the 0x03 byte into :meth:`GdbStub.interrupt` at once, even
+  while a ``continue`` is running;
+- the caller's thread (:meth:`Connection.serve`) takes the packets that
+  run the guest (``c``, ``s``, ``vCont``) and sends their stop replies.
+  While one runs, the reader still answers what comes (a well-behaved
+  client sends nothing but 0x03; the engine refuses reads of a running
+  guest) so that an interrupt is never stuck behind a packet.
 
 A client that closes the socket, breaks it, or sends nothing but garbage
 past a limit ends the connection; its breakpoints are removed, and the
@@ -55,6 +60,7 @@ class Connection:
         self._last_reply = b""
         self._garbage = 0
         self._closed = threading.Event()
+        self._detached = False
         #: True once the session should end (``k`` on the command-line server).
         self.end_session = False
         stub.send_output = self._send_packet
@@ -105,6 +111,10 @@ class Connection:
                     self._send_raw(ACK)
                 if self.log_packets is not None:
                     self.log_packets("<-", event.data)
+                if not self.stub.is_resume(event.data):
+                    if not self._answer(event.data):
+                        return False
+                    continue
                 if self._queue.qsize() >= QUEUE_LIMIT:
                     log.warning("gdbserver: client floods packets without reading replies; closing")
                     return False
@@ -127,6 +137,24 @@ class Connection:
                 pass
         return True
 
+    def _answer(self, packet: bytes) -> bool:
+        """Answer one packet; False when the client detached or killed."""
+        try:
+            reply = self.stub.handle(packet)
+        except Detach as detach:
+            if detach.reply is not None:
+                self._send_packet(detach.reply)
+            self.end_session = detach.end_session
+            self._detached = True
+            return False
+        except Exception:  # noqa: BLE001 - one bad packet must not end the server
+            log.exception("gdbserver: internal error answering %r", packet[:64])
+            reply = b"E03"
+        self._send_packet(reply)
+        if self.stub.no_ack_requested and not self.stub.no_ack:
+            self.stub.no_ack = True
+        return True
+
     # --- serving (the caller's thread) -----------------------------------------------
 
     def serve(self) -> None:
@@ -139,21 +167,8 @@ class Connection:
                 if item is _END:
                     break
                 assert isinstance(item, bytes)
-                try:
-                    reply = self.stub.handle(item)
-                except Detach as detach:
-                    if detach.reply is not None:
-                        self._send_packet(detach.reply)
-                    self.end_session = detach.end_session
+                if self._closed.is_set() or not self._answer(item):
                     break
-                except Exception:  # noqa: BLE001 - one bad packet must not end the server
-                    log.exception("gdbserver: internal error answering %r", item[:64])
-                    reply = b"E03"
-                if self._closed.is_set():
-                    break
-                self._send_packet(reply)
-                if self.stub.no_ack_requested and not self.stub.no_ack:
-                    self.stub.no_ack = True
         finally:
             self.stub.release()
             self.close()

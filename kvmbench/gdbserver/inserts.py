@@ -22,6 +22,7 @@ reported as a plain step (:meth:`ClientInserts.owns`).
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 from kvmbench.engine.model import Access, Breakpoint, Watchpoint
@@ -57,41 +58,47 @@ class Insert:
 
 
 class ClientInserts:
-    """One client's inserts. Called on the connection's packet thread only."""
+    """One client's inserts (a lock keeps the connection's two threads apart:
+    a client may send ``Z`` while its ``c`` is starting)."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
         self._inserts: dict[InsertKey, Insert] = {}
+        self._lock = threading.RLock()
 
     def insert(self, request: BreakpointRequest) -> None:
-        key = InsertKey(request.type, request.address, request.kind)
-        existing = self._inserts.get(key)
-        if existing is not None and self._alive(existing):
-            existing.removed = False  # gdb re-inserting what it removed at the stop
-            return
-        self._inserts.pop(key, None)
-        self._inserts[key] = Insert(key, self._create(key))
+        with self._lock:
+            key = InsertKey(request.type, request.address, request.kind)
+            existing = self._inserts.get(key)
+            if existing is not None and self._alive(existing):
+                existing.removed = False  # gdb re-inserting what it removed at the stop
+                return
+            self._inserts.pop(key, None)
+            self._inserts[key] = Insert(key, self._create(key))
 
     def remove(self, request: BreakpointRequest) -> None:
         """``z``: mark (removing a breakpoint that is not inserted is no error,
         GDB manual: the stub "shall not fail")."""
-        key = InsertKey(request.type, request.address, request.kind)
-        existing = self._inserts.get(key)
-        if existing is not None:
-            existing.removed = True
+        with self._lock:
+            key = InsertKey(request.type, request.address, request.kind)
+            existing = self._inserts.get(key)
+            if existing is not None:
+                existing.removed = True
 
     def settle(self) -> None:
         """Delete the requests the client removed (before a continue)."""
-        for key, insert in list(self._inserts.items()):
-            if insert.removed:
-                self._delete(insert)
-                del self._inserts[key]
+        with self._lock:
+            for key, insert in list(self._inserts.items()):
+                if insert.removed:
+                    self._delete(insert)
+                    del self._inserts[key]
 
     def release(self) -> None:
         """Delete every request of this client (detach, disconnect)."""
-        for insert in list(self._inserts.values()):
-            self._delete(insert)
-        self._inserts.clear()
+        with self._lock:
+            for insert in list(self._inserts.values()):
+                self._delete(insert)
+            self._inserts.clear()
 
     def owns(self, number: int | None, *, active: bool = True) -> bool:
         """True if request ``number`` is one of this client's (and, with
