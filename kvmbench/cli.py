@@ -1,4 +1,4 @@
-"""The ``kvmbench`` command: probe, run, bench, lab."""
+"""The ``kvmbench`` command: probe, run, gdbserver, bench, lab."""
 
 from __future__ import annotations
 
@@ -110,9 +110,19 @@ def _print_writes(session, wp) -> None:  # type: ignore[no-untyped-def]
                   for pc, n in writers.most_common()])
 
 
+def cmd_gdbserver(args: argparse.Namespace) -> int:
+    from kvmbench.gdbserver.cli import run_gdbserver
+
+    return run_gdbserver(args.guest, args.args, args.listen, log_packets=args.log)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from kvmbench.bench.runner import run_bench
 
+    if args.gdb:
+        from kvmbench.bench.gdb import main as run_gdb_bench
+
+        return run_gdb_bench(repeat=args.repeat, as_json=args.json)
     status = run_bench(hits=args.hits, repeat=args.repeat, as_json=args.json)
     if args.panel:
         from kvmbench.bench.panel import run_panel_bench
@@ -156,10 +166,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mechanism for --break/--trace")
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser("gdbserver", help="serve a guest to gdb or lldb (GDB remote protocol)")
+    p.add_argument("guest", help="a bundled guest's name or an ELF path")
+    p.add_argument("args", nargs="*", help="the guest's arguments")
+    p.add_argument("--listen", default="127.0.0.1:1234", metavar="[HOST:]PORT",
+                   help="address to listen on (default 127.0.0.1:1234; port 0: any free port)")
+    p.add_argument("--log", action="store_true", help="print every packet to stderr")
+    p.set_defaults(func=cmd_gdbserver)
+
     p = sub.add_parser("bench", help="cost per hit of each mechanism against its C floor")
     p.add_argument("--hits", type=int, default=2000)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--gdb", action="store_true",
+                   help="instead: gdb's counted hits/s through kvmbench's GDB server vs QEMU TCG's gdbstub")
     p.add_argument("--panel", action="store_true",
                    help="also measure what a live debugger panel costs a running guest")
     p.set_defaults(func=cmd_bench)

@@ -144,6 +144,26 @@ class kvm_vcpu_events(ctypes.Structure):
     ]
 
 
+class kvm_fpu(ctypes.Structure):
+    """KVM_GET_FPU's x87 and SSE state (uapi asm/kvm.h, 416 bytes): the
+    fxsave image's fields, ``fpr`` in ST(0)..ST(7) order, ``ftwx`` the
+    abridged tag byte (Intel SDM vol. 1, 10.5.1)."""
+
+    _fields_ = [
+        ("fpr", (u8 * 16) * 8),
+        ("fcw", u16),
+        ("fsw", u16),
+        ("ftwx", u8),
+        ("pad1", u8),
+        ("last_opcode", u16),
+        ("last_ip", u64),
+        ("last_dp", u64),
+        ("xmm", (u8 * 16) * 16),
+        ("mxcsr", u32),
+        ("pad2", u32),
+    ]
+
+
 class kvm_sync_regs(ctypes.Structure):
     _fields_ = [("regs", kvm_regs), ("sregs", kvm_sregs), ("events", kvm_vcpu_events)]
 

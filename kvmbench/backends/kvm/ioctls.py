@@ -61,5 +61,6 @@ KVM_TRANSLATE = _iowr(0x85, abi.kvm_translation)
 KVM_INTERRUPT = _iow(0x86, abi.kvm_interrupt)  # needs no in-kernel irqchip
 KVM_SET_CPUID2 = _iow(0x90, _kvm_cpuid2_header)  # KVM_CAP_EXT_CPUID
 KVM_SET_GUEST_DEBUG = _iow(0x9B, abi.kvm_guest_debug)  # KVM_CAP_SET_GUEST_DEBUG
+KVM_GET_FPU = _ior(0x8C, abi.kvm_fpu)
 KVM_GET_VCPU_EVENTS = _ior(0x9F, abi.kvm_vcpu_events)  # KVM_CAP_VCPU_EVENTS
 KVM_SET_VCPU_EVENTS = _iow(0xA0, abi.kvm_vcpu_events)  # KVM_CAP_VCPU_EVENTS

@@ -167,6 +167,11 @@ class Vcpu(_Fd):
     def set_sregs(self, sregs: abi.kvm_sregs) -> None:
         self._call(ioctls.KVM_SET_SREGS, ctypes.byref(sregs), "KVM_SET_SREGS")
 
+    def get_fpu(self) -> abi.kvm_fpu:
+        fpu = abi.kvm_fpu()
+        self._call(ioctls.KVM_GET_FPU, ctypes.byref(fpu), "KVM_GET_FPU")
+        return fpu
+
     def set_cpuid2(self, cpuid: abi.kvm_cpuid2) -> None:
         self._call(ioctls.KVM_SET_CPUID2, ctypes.byref(cpuid), "KVM_SET_CPUID2")
 

@@ -27,6 +27,7 @@ from kvmbench.arch.x86_64 import Dr6, Rflags
 from kvmbench.backends.capabilities import Feature, HostCapabilities
 from kvmbench.backends.kvm import abi, layout
 from kvmbench.backends.kvm.exits import Debug, Hlt
+from kvmbench.backends.kvm.fpu import FPU_REGISTERS, fpu_register
 from kvmbench.backends.kvm.machine import (
     GuestExited,
     Int3Undelivered,
@@ -137,6 +138,8 @@ class KvmTarget:
             return int(getattr(self.machine.get_sregs(), name[:2]).base)
         if name in _SEGMENTS:
             return int(getattr(self.machine.get_sregs(), name).selector)
+        if name in FPU_REGISTERS:
+            return fpu_register(self.machine.vcpu.get_fpu(), name)
         raise UsageError(f"no register named {name!r}")
 
     def write_register(self, name: str, value: int) -> None:
