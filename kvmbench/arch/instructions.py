@@ -34,6 +34,7 @@ instruction accesses and are never reported.
 from __future__ import annotations
 
 import enum
+import functools
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -173,11 +174,20 @@ def decode(code: bytes, address: int) -> Instruction:
 
     Pass at least :data:`MAX_INSTRUCTION_LENGTH` bytes when you have them.
     Raises UsageError when the bytes do not start with a valid instruction.
+    Results are remembered: run control decodes the same few instructions
+    at every hit, and capstone costs more than a KVM_RUN.
     """
+    return _decode(bytes(code[:MAX_INSTRUCTION_LENGTH]), address)
+
+
+@functools.lru_cache(maxsize=8192)
+def _decode(code: bytes, address: int) -> Instruction:
+    # The first instruction depends only on its first 15 bytes and its
+    # address (rip-relative targets), so those are the whole key.
     with _CS_LOCK:
-        for insn in _CS.disasm(bytes(code), address, 1):
+        for insn in _CS.disasm(code, address, 1):
             return _from_capstone(insn)
-    shown = bytes(code[:MAX_INSTRUCTION_LENGTH]).hex(" ")
+    shown = code.hex(" ")
     raise UsageError(f"no valid x86-64 instruction at {address:#x} (bytes: {shown or 'none'})")
 
 

@@ -79,6 +79,7 @@ class Serving:
         self.generation = 0
         self._programmed = -1
         self._write_trap_pages: frozenset[int] = frozenset()
+        self._applied_write_traps: frozenset[int] = frozenset()
 
     # --- queries --------------------------------------------------------------------
 
@@ -99,8 +100,8 @@ class Serving:
 
     @property
     def write_trap_pages(self) -> frozenset[int]:
-        """Guest-physical pages whose stores the target traps now."""
-        return self._write_trap_pages
+        """Guest-physical pages whose stores the target traps in this run."""
+        return self._applied_write_traps
 
     def step_compare_watches(self) -> list[Watchpoint]:
         return self._step_watches
@@ -292,14 +293,17 @@ class Serving:
                 pages.update(range(start >> PAGE_SHIFT, ((end - 1) >> PAGE_SHIFT) + 1))
         if self.patches is not None:
             pages |= self.patches.pages()
-        wanted = frozenset(pages)
-        if wanted != self._write_trap_pages:
-            self.target.set_write_traps(wanted)
-            self._write_trap_pages = wanted
+        # Told to the target at the next resume (program): a breakpoint
+        # removed and set again between two runs, as gdb does at every
+        # stop, then costs no memslot change at all.
+        self._write_trap_pages = frozenset(pages)
         self.page_watches = ranges
 
     def program(self) -> None:
         """Tell the target what is armed now, if that changed since last time."""
+        if self._write_trap_pages != self._applied_write_traps:
+            self.target.set_write_traps(self._write_trap_pages)
+            self._applied_write_traps = self._write_trap_pages
         if self._programmed == self.generation:
             return
         target = self.target

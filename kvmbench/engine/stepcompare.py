@@ -28,9 +28,6 @@ from kvmbench.errors import KvmbenchError
 if TYPE_CHECKING:
     from kvmbench.engine.session import Session
 
-_DECODE_CACHE_LIMIT = 4096
-
-
 @dataclass(frozen=True)
 class Expectation:
     """What the instruction at ``pc`` will access (None: cannot tell); for
@@ -58,7 +55,6 @@ class StepCompare:
 
     def __init__(self, session: "Session") -> None:
         self._session = session
-        self._decoded: dict[tuple[int, bytes], Instruction] = {}
         self._gathering: dict[int, _Gathered] = {}
         self._gathering_pc: int | None = None
 
@@ -67,16 +63,8 @@ class StepCompare:
         return self._session.serving.step_compare_watches()
 
     def decode(self, pc: int) -> Instruction:
-        """Decode at ``pc``, memoised on the bytes (code the guest rewrites
-        decodes afresh): capstone costs more than a KVM_RUN per step."""
-        code = self._session._mem.read(pc, instructions.MAX_INSTRUCTION_LENGTH)
-        key = (pc, code)
-        insn = self._decoded.get(key)
-        if insn is None:
-            if len(self._decoded) >= _DECODE_CACHE_LIMIT:
-                self._decoded.clear()
-            insn = self._decoded[key] = instructions.decode(code, pc)
-        return insn
+        """The instruction at ``pc`` as the guest wrote it (traps hidden)."""
+        return instructions.decode(self._session._mem.read(pc, instructions.MAX_INSTRUCTION_LENGTH), pc)
 
     def expect(self) -> Expectation:
         target = self._session.target

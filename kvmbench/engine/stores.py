@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from kvmbench.arch import instructions
-from kvmbench.arch.instructions import Instruction
 from kvmbench.arch.stores import (
     Unreplayable,
     Writer,
@@ -41,7 +40,7 @@ from kvmbench.errors import GuestMemoryError, KvmbenchError
 if TYPE_CHECKING:
     from kvmbench.engine.session import Session
 
-_DECODE_CACHE_LIMIT = 4096
+_CANDIDATES_LIMIT = 4096
 
 
 @dataclass
@@ -58,22 +57,12 @@ class Stores:
 
     def __init__(self, session: "Session") -> None:
         self._session = session
-        self._decoded: dict[tuple[int, bytes], Instruction] = {}
         self._candidates: dict[tuple[int, bytes], WriterCandidates] = {}
         self._pending: dict[int, _Pending] = {}
         self._running_out = False
         self._writer: int | None = None
 
     # --- helpers ------------------------------------------------------------------------
-
-    def _decode(self, code: bytes, address: int) -> Instruction:
-        key = (address, bytes(code))
-        insn = self._decoded.get(key)
-        if insn is None:
-            if len(self._decoded) >= _DECODE_CACHE_LIMIT:
-                self._decoded.clear()
-            insn = self._decoded[key] = instructions.decode(code, address)
-        return insn
 
     def _explains_pieces(self, pieces: tuple[tuple[int, bytes], ...]):  # type: ignore[no-untyped-def]
         """An access explains a trapped store if, on trapped pages, it covers
@@ -111,13 +100,13 @@ class Stores:
             if not callable(symbols):  # loaded: use them to settle ambiguity
                 symbol = symbols.get_containing(pc)
                 boundary = symbol.address if symbol is not None else None
-            candidates = writer_candidates(mem.read, pc, boundary=boundary, decoder=self._decode)
+            candidates = writer_candidates(mem.read, pc, boundary=boundary)
             if window:
-                if len(self._candidates) >= _DECODE_CACHE_LIMIT:
+                if len(self._candidates) >= _CANDIDATES_LIMIT:
                     self._candidates.clear()
                 self._candidates[key] = candidates
         return find_writer(mem.read, pc, RegisterValues(session.target), explains,
-                           stack_word=stack_word, decoder=self._decode, candidates=candidates)
+                           stack_word=stack_word, candidates=candidates)
 
     def _stack_word(self, pieces: tuple[tuple[int, bytes], ...]) -> int | None:
         target = self._session.target
@@ -244,7 +233,7 @@ class Stores:
         if serving.patches is not None:
             serving.patches.resync(event.pages)
         try:
-            insn = self._decode(session._mem.read(event.writer, 15), event.writer)
+            insn = instructions.decode(session._mem.read(event.writer, 15), event.writer)
             accesses = instructions.memory_accesses(insn, RegisterValues(session.target))
         except (KvmbenchError, KeyError):
             accesses = None
