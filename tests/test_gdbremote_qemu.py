@@ -143,12 +143,14 @@ def test_break_at_a_symbol_then_registers_memory_and_a_step(guest: Callable[...,
 def test_every_call_hits_a_kept_breakpoint_and_the_guest_exits(guest: Callable[..., Guest]) -> None:
     # QEMU's Z0 at the resume pc fires again at once: a step leaves it.
     g = guest("fib", "10")
-    assert g.client.insert_breakpoint(BreakpointType.SOFTWARE, g.address("fib"))
+    fib = g.address("fib")
+    assert g.client.insert_breakpoint(BreakpointType.SOFTWARE, fib)
     hits = 0
     stop = g.client.cont(timeout=30)
     while isinstance(stop, TargetStop):
         hits += 1
-        assert isinstance(g.client.step(), TargetStop)
+        step = g.client.step(pc=fib)
+        assert isinstance(step, TargetStop) and step.registers["rip"] == fib + 1
         stop = g.client.cont(timeout=30)
     assert stop == TargetDisconnected()  # QEMU 7.2 sends no W on isa-debug-exit
     assert hits == fib_calls(10)

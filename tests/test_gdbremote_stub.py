@@ -144,16 +144,18 @@ def test_breakpoints_are_accepted_and_removed(stub_factory, clients) -> None:
 def test_continue_and_step_go_through_vcont_with_thread_ids(stub_factory, clients) -> None:
     stub = stub_factory()
     client = attach(stub, clients)
+    stub.regs["rip"] = 0x100041
     assert client.cont() == TargetStop(5, ThreadId(1, 1))
-    assert client.step() == TargetStop(5, ThreadId(1, 1))
-    assert stub.log[-2:] == [b"vCont;c", b"vCont;s:p1.1"]
+    # A step's stop always names the pc: this stub does not send it, so it is read.
+    assert client.step() == TargetStop(5, ThreadId(1, 1), registers={"rip": 0x100041})
+    assert stub.log[-3:] == [b"vCont;c", b"vCont;s:p1.1", b"p10"]
 
 
 def test_without_vcont_resume_selects_the_thread_with_Hc(stub_factory, clients) -> None:
     stub = stub_factory(packet_vCont_query=lambda self, packet: b"")
     client = attach(stub, clients)
     client.step(ThreadId(2, 1))
-    assert stub.log[-2:] == [b"Hcp1.2", b"s"]
+    assert stub.log[-3:] == [b"Hcp1.2", b"s", b"p10"]
 
 
 def test_threads_are_listed_across_qs_replies(stub_factory, clients) -> None:
@@ -444,3 +446,29 @@ def test_an_interrupt_before_the_resume_stops_it_at_once(stub_factory, clients) 
     assert b"\x03" not in stub.received
     stop = client.cont(timeout=5)
     assert isinstance(stop, TargetStop) and stop.is_interrupt
+
+
+def test_a_step_that_does_not_leave_our_breakpoint_is_taken_again(stub_factory, clients) -> None:
+    def packet_vCont(self: ScriptedStub, packet: bytes) -> bytes:
+        if packet.startswith(b"vCont;s") and self.log.count(packet) >= 2:
+            self.regs["rip"] += 1  # the second step moves; the first was lost
+        return self.stop_reply()
+
+    stub = stub_factory(packet_vCont=packet_vCont)
+    stub.regs["rip"] = 0x100040
+    client = attach(stub, clients)
+    assert client.insert_breakpoint(BreakpointType.SOFTWARE, 0x100040)
+    stop = client.step()
+    assert isinstance(stop, TargetStop) and stop.registers["rip"] == 0x100041
+    assert client.lost_steps == 1
+    assert stub.log[-5:] == [b"p10", b"vCont;s:p1.1", b"p10", b"vCont;s:p1.1", b"p10"]
+
+
+def test_a_step_that_stays_put_elsewhere_is_not_repeated(stub_factory, clients) -> None:
+    stub = stub_factory()  # every step leaves rip where it is, like `jmp .`
+    stub.regs["rip"] = 0x100040
+    client = attach(stub, clients)
+    assert client.insert_breakpoint(BreakpointType.SOFTWARE, 0x200000)
+    stop = client.step(pc=0x100040)
+    assert isinstance(stop, TargetStop) and stop.registers["rip"] == 0x100040
+    assert client.lost_steps == 0 and stub.log.count(b"vCont;s:p1.1") == 1
