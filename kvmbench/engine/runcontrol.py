@@ -333,6 +333,11 @@ class RunControl:
             return self._ended(event)
         return stop
 
+    def arrive(self, pc: int) -> Stop | None:
+        """Count the breakpoints at ``pc``, which a step just reached (source
+        stepping checks every instruction it lands on); the stop one makes."""
+        return self._arrive(pc)
+
     def _arrive(self, pc: int) -> Stop | None:
         """Count the breakpoints at ``pc`` if the guest reached it by stepping."""
         s = self._s

@@ -34,6 +34,7 @@ from kvmbench.engine.model import Kind, Mechanism, RunState, Stop, StopReason, W
 from kvmbench.engine.requests import Breakpoints, RequestNumbers, Watchpoints
 from kvmbench.engine.runcontrol import RunControl
 from kvmbench.engine.serving import Serving
+from kvmbench.engine.sourcestep import SourceStepping
 from kvmbench.engine.stepcompare import StepCompare
 from kvmbench.engine.stores import Stores
 from kvmbench.engine.views import EngineMemory, Memory, Registers
@@ -44,6 +45,7 @@ from kvmbench.errors import (
     SessionStateError,
     UsageError,
 )
+from kvmbench.symbols.frames import FrameList, SourceFrame
 from kvmbench.symbols.table import SymbolTable
 
 __all__ = ["RunState", "Session"]
@@ -101,6 +103,9 @@ class Session:
         self.stores = Stores(self)
         self.stepcompare = StepCompare(self)
         self.runcontrol = RunControl(self)
+        self.sourcestep = SourceStepping(self)
+        #: gdb's selected frame (``frame N``, ``up``, ``down``); 0 after every stop.
+        self.selected_frame = 0
         self._numbers = RequestNumbers()
         self.state = RunState.STOPPED
         self.last_stop: Stop | None = None
@@ -174,6 +179,13 @@ class Session:
         if not isinstance(self._symbols, SymbolTable):
             self._symbols = self._symbols()
         return self._symbols
+
+    @property
+    def program(self):  # type: ignore[no-untyped-def]
+        """The image as a source-level debugger reads it
+        (:class:`~kvmbench.symbols.program.Program`: CFI, DWARF scopes and
+        types), loaded on first use."""
+        return self.frames.program
 
     @property
     def capabilities(self) -> HostCapabilities:
@@ -335,11 +347,56 @@ class Session:
         count = _step_count(count)
         return self._run(lambda: self.runcontrol.nexti(count))
 
-    def finish(self) -> Stop:
-        """Run until the current function returns to its caller; the stop
-        carries the return value (rax). Refused where the caller cannot be
-        found without guessing (a frameless function past its entry)."""
-        return self._run(self.runcontrol.finish)
+    def finish(self, frame: int | None = None) -> Stop:
+        """Run until a function returns to its caller: the selected frame's
+        (gdb's ``finish``), or frame number ``frame`` of :meth:`frame_list`.
+        The stop carries the return value (rax). Refused where the caller
+        cannot be found without guessing (a frameless function past its
+        entry, without CFI)."""
+        level = self.selected_frame if frame is None else frame
+        if level == 0:
+            return self._run(self.runcontrol.finish)
+        physical = self.source_frame(level).physical.level
+        return self._run(lambda: self.sourcestep.finish(physical))
+
+    def step(self, count: int = 1) -> Stop:
+        """gdb's ``step [N]``: run to the start of another source line,
+        entering called functions that have line information."""
+        count = _step_count(count)
+        return self._run(lambda: self.sourcestep.lines(count, over=False))
+
+    def next(self, count: int = 1) -> Stop:
+        """gdb's ``next [N]``: run to the start of another source line in this
+        frame or an outer one, running called functions to their return."""
+        count = _step_count(count)
+        return self._run(lambda: self.sourcestep.lines(count, over=True))
+
+    def until_line(self) -> Stop:
+        """gdb's ``until`` without an argument: ``next``, but never stopping in
+        a line before the current one (a loop's jump back runs on)."""
+        return self._run(lambda: self.sourcestep.line(over=True, from_entry=True))
+
+    # --- frames ---------------------------------------------------------------------
+
+    def frame_list(self, limit: int = 1024, *, past_main: bool = False) -> FrameList:
+        """gdb's frames of the stopped guest, innermost first (inlined calls
+        expanded; ending at ``main`` unless ``past_main``)."""
+        self._require_inspectable()
+        return self.frames.source_frames(limit, past_main=past_main)
+
+    def source_frame(self, level: int | None = None) -> SourceFrame:
+        """Frame ``level`` (default: the selected one) as gdb numbers frames."""
+        level = self.selected_frame if level is None else level
+        frames = self.frame_list(level + 1)
+        if not 0 <= level < len(frames):
+            raise UsageError("No frame at level " + str(level) + ".")
+        return frames[level]
+
+    def select_frame(self, level: int) -> SourceFrame:
+        """Make frame ``level`` the selected one (gdb's ``frame N``)."""
+        frame = self.source_frame(level)
+        self.selected_frame = level
+        return frame
 
     def advance(self, location: str | int) -> Stop:
         """Run until ``location`` is reached (in any frame) or the current
@@ -386,6 +443,7 @@ class Session:
         finally:
             with self._lock:
                 self._runner = None
+                self.selected_frame = 0
                 if stop is None or stop.reason not in (StopReason.EXITED, StopReason.CRASHED):
                     self.state = RunState.STOPPED
                 elif stop.reason is StopReason.EXITED:
