@@ -146,7 +146,7 @@ def test_a_tracepoint_reached_by_stepi_counts_without_ending_the_steps() -> None
 
 def test_a_condition_that_is_false_neither_counts_nor_stops() -> None:
     s, t = session(trap_at(CODE + 4), stepped_to(CODE + 5), exits())
-    bp = s.breakpoints.add(CODE + 4, condition="rax == 7")
+    bp = s.breakpoints.add(CODE + 4, condition="$rax == 7")
     assert s.cont().reason is StopReason.EXITED and bp.hit_count == 0
 
 

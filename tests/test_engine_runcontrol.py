@@ -99,7 +99,7 @@ def test_nexti_over_a_recursive_call_stays_in_the_frame(open_guest, fib_code) ->
 
 def test_finish_returns_to_the_caller_with_the_value(open_guest, fib_code) -> None:
     s = open_guest("fib", [6])
-    s.breakpoints.add("fib", condition="rdi == 3", temporary=True)
+    s.breakpoints.add("fib", condition="$rdi == 3", temporary=True)
     s.cont()
     caller_rsp = s.regs.rsp + 8
     return_address = s.mem.read_u64(s.regs.rsp)

@@ -1,26 +1,110 @@
-"""Breakpoint conditions: Python expressions over registers, memory and
-symbols, compiled once when set and evaluated in-process at each hit.
+"""Breakpoint conditions: C expressions with gdb's semantics, or Python callables.
 
-Names in an expression: register names (``rdi``, with or without gdb's
-``$``), ``pc``/``sp``/``fp``, global variables by name (their current value,
-read at their size), and the readers ``u8(addr)`` … ``u64(addr)``,
-``i32(addr)``, ``i64(addr)``. Example: ``rdi == 5 and u64(sp) > 0x100000``.
+A string condition is what gdb's ``condition N EXPR`` takes: a C
+expression over the program's variables in the frame that hit (locals and
+arguments of the function, globals, ``$rdi`` and the other registers,
+casts to the program's types), evaluated by
+:class:`kvmbench.expressions.Evaluator` at each hit and true when its value
+is non-zero. ``n == 3``, ``$rdi == 5 && counter > 10``, ``p->next != 0``.
+An error while evaluating it (memory that cannot be read, a variable not
+in scope) stops the guest with gdb's message, as gdb stops at a condition
+it cannot evaluate.
+
+A callable is called with the session at each hit and stops the guest when
+it returns something true (Python: ``lambda s: s.regs.rdi == 5``).
+
+Parsing costs more than a hit: a condition's parse is kept per frame shape
+(the typedef names it uses and the variables that shadow them), so a hit
+costs one frame lookup and one evaluation.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from pycparser import c_ast
+
 from kvmbench.engine.model import Condition
-from kvmbench.engine.views import Registers
-from kvmbench.errors import ConditionError, UsageError
+from kvmbench.errors import ConditionError, ExpressionError, KvmbenchError
+from kvmbench.expressions import Evaluator
+from kvmbench.symbols.frame import ImageMemory, StaticFrame
 
 if TYPE_CHECKING:
     from kvmbench.engine.session import Session
 
-_DOLLAR = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+#: Parses of one condition remembered (one per frame shape; a few in practice).
+_PARSES_KEPT = 16
+
+
+class _Parses:
+    """A condition's parse trees by everything a parse depends on."""
+
+    def __init__(self) -> None:
+        self.trees: dict[tuple[object, ...], tuple[c_ast.Node, object, object, object]] = {}
+
+
+class _ConditionEvaluator(Evaluator):
+    """An evaluator that parses each condition once per frame shape."""
+
+    def __init__(self, *args: Any, parses: _Parses, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._parses = parses
+
+    def _parse(self, text: str, *, as_type: bool = False) -> c_ast.Node:
+        from kvmbench.expressions import syntax
+        from kvmbench.expressions.evaluator import REGISTER_NAMES
+
+        rewritten = syntax.rewrite(text, REGISTER_NAMES) if text.strip() else None
+        key: tuple[object, ...] = (text, as_type)
+        if rewritten is not None:
+            typedefs = rewritten.identifiers & set(self.program.typedef_names())  # type: ignore[attr-defined]
+            key += (frozenset(typedefs), frozenset(self._shadowing_names(rewritten)) if typedefs else None)
+        kept = self._parses.trees.get(key)
+        if kept is not None:
+            node, self._at_flags, self._at_nodes, self._at_tree = kept  # type: ignore[assignment]
+            return node
+        node = super()._parse(text, as_type=as_type)
+        if len(self._parses.trees) < _PARSES_KEPT:
+            self._parses.trees[key] = (node, self._at_flags, self._at_nodes, self._at_tree)
+        return node
+
+
+class _Untyped:
+    """A program without symbols, for checking a condition's syntax before
+    any frame exists. C needs to know which names are types: names in
+    parentheses alone (``(point_t) x``, ``(point_t *) p``, ``sizeof (point_t)``)
+    may be typedefs of the program."""
+
+    def __init__(self, typedefs: frozenset[str] = frozenset()) -> None:
+        self._typedefs = typedefs
+
+    def typedef_names(self) -> frozenset[str]:
+        return self._typedefs
+
+    def find_variable(self, name: str, frame: object = None) -> None:
+        return None
+
+
+_NO_FRAME = StaticFrame(ImageMemory(), None)
+
+
+def _check_syntax(text: str) -> None:
+    """Refuse a string that is no C expression, with gdb's words."""
+    try:
+        Evaluator(_Untyped(), context=_NO_FRAME)._parse(text)
+        return
+    except ExpressionError as e:
+        error = e
+    cast_names = frozenset(re.findall(r"\(\s*([A-Za-z_]\w*)\s*(?=[*)])", text))
+    if cast_names:
+        try:
+            Evaluator(_Untyped(cast_names), context=_NO_FRAME)._parse(text)
+            return
+        except ExpressionError:
+            pass
+    raise ConditionError(str(error)) from None
 
 
 class CompiledCondition:
@@ -30,57 +114,63 @@ class CompiledCondition:
         self.source = condition if isinstance(condition, str) else getattr(
             condition, "__name__", repr(condition)
         )
-        self._callable: Callable[[Any], object] | None = None
-        self._code = None
+        self._callable = None
+        self._text: str | None = None
+        self._parses = _Parses()
         if callable(condition):
             self._callable = condition
         elif isinstance(condition, str):
-            text = _DOLLAR.sub(r"\1", condition.strip())
+            text = condition.strip()
             if not text:
-                raise ConditionError("empty condition")
-            try:
-                self._code = compile(text, "<condition>", "eval")
-            except SyntaxError as e:
-                raise ConditionError(f"condition {condition!r} is not an expression: {e.msg}") from None
+                raise ConditionError("Argument required (boolean expression).")
+            _check_syntax(text)
+            self._text = text
         else:
-            raise ConditionError(f"a condition is an expression string or a callable, not {condition!r}")
+            raise ConditionError(f"a condition is a C expression string or a callable, not {condition!r}")
 
-    def evaluate(self, session: Any, names: Mapping[str, object]) -> bool:
-        """Truth of the condition; errors become one-line ConditionErrors."""
+    @property
+    def expression(self) -> str | None:
+        """The C expression, None for a callable."""
+        return self._text
+
+    def check(self, program: object) -> None:
+        """Refuse a condition that is not an expression, as gdb refuses it
+        when it is set (its names are looked up at each hit: the frame
+        that hits is not known yet)."""
+        if self._text is None:
+            return
         try:
-            if self._callable is not None:
+            _ConditionEvaluator(program, parses=self._parses)._parse(self._text)
+        except ExpressionError as e:
+            raise ConditionError(str(e)) from None
+
+    def evaluate(self, session: "Session", names: Mapping[str, object] | None = None) -> bool:
+        """Truth of the condition at a hit; errors become one-line ConditionErrors."""
+        if self._callable is not None:
+            try:
                 return bool(self._callable(session))
-            return bool(eval(self._code, {"__builtins__": {}}, names))  # noqa: S307 - the user's own expression
-        except ConditionError:
-            raise
-        except Exception as e:  # the user's code may raise anything
-            raise ConditionError(
-                f"condition {self.source!r} raised {type(e).__name__}: {e}"
-            ) from None
+            except ConditionError:
+                raise
+            except Exception as e:  # the user's code may raise anything
+                raise ConditionError(
+                    f"condition {self.source!r} raised {type(e).__name__}: {e}") from None
+        assert self._text is not None
+        try:
+            frames = session.frames
+            listed = frames.source_frames(1, past_main=True)
+            frame = listed[0] if len(listed) else None
+            evaluator = _ConditionEvaluator(frames.program, frame, frames.context, live=True,
+                                            parses=self._parses)
+            value = evaluator.evaluate(self._text)
+            return evaluator._truth(value)  # C's truth of a scalar, as gdb's value_true
+        except KvmbenchError as e:  # gdb's own message (ExpressionError is one)
+            raise ConditionError(str(e)) from None
 
 
 class ConditionNames(dict[str, object]):
-    """Lazy names for condition expressions: registers, globals, readers."""
+    """Kept for callers that pass names to :meth:`CompiledCondition.evaluate`
+    (a C condition reads the frame itself)."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: "Session") -> None:
         super().__init__()
         self._session = session
-        mem = session._mem
-        self.update(
-            u8=lambda a: mem.read_int(a, 1), u16=lambda a: mem.read_int(a, 2),
-            u32=lambda a: mem.read_int(a, 4), u64=lambda a: mem.read_int(a, 8),
-            i32=lambda a: mem.read_int(a, 4, signed=True),
-            i64=lambda a: mem.read_int(a, 8, signed=True),
-        )
-
-    def __missing__(self, name: str) -> object:
-        session = self._session
-        try:
-            return session.target.read_register(Registers.canonical(name))
-        except UsageError:
-            pass
-        symbol = session.symbols.get_by_name(name)
-        if symbol is None:
-            raise NameError(f"name {name!r} is neither a register nor a symbol")
-        size = symbol.size if symbol.size in (1, 2, 4, 8) else 8
-        return session._mem.read_int(symbol.address, size)
