@@ -187,7 +187,10 @@ def entry_value(view: FrameView, register: str, depth: int = 0) -> int:
         raise OptimizedOut()
     if site.origin_offset is not None and function is not None:
         targets = {function.die_offset, function.origin_offset}
-        if site.origin_offset not in targets:
+        # A call into another CU names the callee by a declaration in the
+        # caller's CU: the same function when the names agree (gdb matches
+        # the callee's symbol, not the DIE).
+        if site.origin_offset not in targets and (site.origin_name is None or site.origin_name != function.name):
             raise OptimizedOut()  # the call went elsewhere (a different callee)
     for parameter in site.parameters:
         if parameter.register == register and parameter.value is not None:
