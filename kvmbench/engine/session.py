@@ -313,6 +313,22 @@ class Session:
 
     # --- requests --------------------------------------------------------------------
 
+    def continue_numbering(self, next_number: int) -> None:
+        """Number the next breakpoint or watchpoint ``next_number`` (or later):
+        a front end that sets a run's breakpoints again keeps their numbers,
+        as gdb keeps them across ``run``."""
+        if isinstance(next_number, bool) or not isinstance(next_number, int) or next_number < 1:
+            raise UsageError(f"a breakpoint number is a positive integer, not {next_number!r}")
+        self._numbers.next_number = max(self._numbers.next_number, next_number)
+
+    def number_next(self, number: int) -> None:
+        """Give the next request exactly ``number`` (unused, above the last);
+        see :meth:`continue_numbering`."""
+        taken = {bp.number for bp in self.breakpoints} | {wp.number for wp in self.watchpoints}
+        if number in taken:
+            raise UsageError(f"breakpoint number {number} is taken")
+        self._numbers.next_number = number
+
     def slot_usage(self) -> tuple[int, int, list[tuple[str, str]]]:
         """(used, total, [(slot, holder)]) of the hardware debug slots."""
         slots = self.serving.slots
@@ -387,7 +403,8 @@ class Session:
     def source_frame(self, level: int | None = None) -> SourceFrame:
         """Frame ``level`` (default: the selected one) as gdb numbers frames."""
         level = self.selected_frame if level is None else level
-        frames = self.frame_list(level + 1)
+        # One physical frame more: a frame's entry values come from its caller's call site.
+        frames = self.frame_list(level + 2)
         if not 0 <= level < len(frames):
             raise UsageError("No frame at level " + str(level) + ".")
         return frames[level]

@@ -268,9 +268,9 @@ class SourceStepping:
                     end = max(symbol.end, function + 1) if symbol is not None else function + 1
                     target = self._prologue_end(function, end)
                     if target == pc:
-                        return self._ended(stop, message)
+                        return self._ended(stop, message, here, start_function)
                     stop = s.runcontrol.run_to(target, StopReason.STEP, lambda: True)
-                    return self._ended(stop, message)
+                    return self._ended(stop, message, here, start_function)
                 stop = self._return_from(frame)
                 continue
             sal = self._line(pc)
@@ -279,15 +279,15 @@ class SourceStepping:
                 try:
                     stop = self._return_from(frame)
                 except FrameUnknown:
-                    return self._ended(stop, message)
+                    return self._ended(stop, message, here, start_function)
                 continue
             if sal is None:
-                return self._ended(stop, message)
+                return self._ended(stop, message, here, start_function)
             refresh = True
             line: tuple[str, int] | None = (sal.location.file, sal.location.line)
             if pc == sal.address and line != here.line:
                 if sal.is_stmt:
-                    return self._ended(stop, message)
+                    return self._ended(stop, message, here, start_function)
                 if current == here.frame:
                     refresh = False
                 else:
@@ -297,10 +297,19 @@ class SourceStepping:
                 here.frame, here.line = current, line
             stop = self.instruction()
 
-    def _ended(self, stop: Stop, message: str) -> Stop:
-        if not message or stop.reason is not StopReason.STEP:
+    def _ended(self, stop: Stop, message: str, here: _Range | None = None,
+               start_function: int | None = None) -> Stop:
+        """The step's stop, with what decides how gdb prints it (the frame the
+        step ended up stepping in, and the function it started in)."""
+        if stop.reason is not StopReason.STEP:
             return stop
-        return Stop(stop.reason, stop.pc, extra={**stop.extra, "message": message})
+        extra = dict(stop.extra)
+        if message:
+            extra["message"] = message
+        if here is not None:
+            extra["step_frame"] = here.frame
+            extra["step_function"] = start_function
+        return Stop(stop.reason, stop.pc, extra=extra)
 
     def lines(self, count: int, *, over: bool) -> Stop:
         """``step N`` / ``next N``: N lines, ended early by any other stop."""
