@@ -1,7 +1,8 @@
-"""Completion and inspection for command lines: command names, guest
-symbols, register names, breakpoint numbers; shift-tab on a symbol shows its
-address, size, section and source line. None means "not ours": the kernel
-falls back to IPython's."""
+"""Completion and inspection for command lines: command words, ``info``
+subcommands, guest symbols (and the selected frame's locals), register
+names, breakpoint numbers; Shift-Tab on a command word shows its help, on
+a symbol its address, size, section and source line. None means "not
+ours": the kernel falls back to IPython's."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ import re
 import typing as t
 
 import kvmbench
-from kvmbench.arch.x86_64 import KVM_REGS_FIELDS
-from kvmbench.jupyter.commands import COMMANDS, INFO_TOPICS, Workbench
+from kvmbench.errors import KvmbenchError
+from kvmbench.jupyter.commands import COMMANDS, INFO_TOPICS, Workbench, find, help_text
+from kvmbench.jupyter.commands.inspection import GENERAL_REGISTERS
 
-_REGISTER_NAMES = tuple(KVM_REGS_FIELDS) + ("pc", "sp", "fp", "eflags")
-_NUMBERED = {"delete", "disable", "enable", "condition", "ignore"}
+_REGISTER_NAMES = tuple(dict.fromkeys((*GENERAL_REGISTERS, "pc", "sp", "fp", "rflags")))
+_NUMBERED = {"delete", "disable", "enable", "condition", "ignore", "commands", "undisplay"}
 _WORD = re.compile(r"[\w$.:+]*$")
 
 
@@ -32,15 +34,34 @@ def _reply(matches: list[str], start: int, end: int) -> dict[str, t.Any]:
     return {"matches": matches, "cursor_start": start, "cursor_end": end, "metadata": {}, "status": "ok"}
 
 
-def _command_of(line: str) -> tuple[str, bool] | None:
-    """(command name, escaped with %) when ``line`` starts a command."""
-    match = re.match(r"\s*(%{0,2})([A-Za-z_]\w*)", line)
+def command_names(prefix: str) -> list[str]:
+    """Command names a word may complete to (canonical names; an alias alone as itself)."""
+    names = sorted({e.name for n, e in COMMANDS.items() if e.name.startswith(prefix)})
+    return names or sorted(n for n in COMMANDS if n.startswith(prefix))
+
+
+def _command_of(line: str) -> str | None:
+    """The command a line starts with (``%`` optional), if any."""
+    match = re.match(r"\s*%{0,2}([A-Za-z_][\w-]*)(?=\s|/|$)", line)
     if match is None:
         return None
-    name = match.group(2)
-    if name in COMMANDS or (match.group(1) and name == "gdb"):
-        return name, bool(match.group(1))
-    return None
+    entry = find(match.group(1))
+    return entry.name if entry is not None else None
+
+
+def _symbols(wb: Workbench, token: str) -> list[str]:
+    session = wb.session
+    if session is None:
+        return []
+    names = set(session.symbols.iter_names(token))
+    if wb.live:
+        try:
+            frame = session.source_frame()
+            for block in frame.iter_blocks():
+                names.update(v.name for v in block.variables if v.name and v.name.startswith(token))
+        except KvmbenchError:
+            pass
+    return sorted(names)
 
 
 def complete(wb: Workbench, code: str, cursor_pos: int | None) -> dict[str, t.Any] | None:
@@ -48,35 +69,29 @@ def complete(wb: Workbench, code: str, cursor_pos: int | None) -> dict[str, t.An
     before = line[:column]
     cursor = offset + column
     in_gdb_cell = code.lstrip().startswith("%%gdb") and not line.lstrip().startswith("%%")
-    # The first word: command names (after % or in a %%gdb cell).
-    first = re.fullmatch(r"\s*(%?)([A-Za-z_]\w*)?", before)
-    if first is not None and (first.group(1) or in_gdb_cell):
+    first = re.fullmatch(r"\s*(%?)([A-Za-z_][\w-]*)?", before)
+    if first is not None:
         prefix = first.group(2) or ""
-        # Canonical names only (gdb completes 'brea' to 'break', not to its aliases),
-        # unless the prefix is an alias alone ('si').
-        names = sorted({e.name for n, e in COMMANDS.items() if e.name.startswith(prefix)})
-        names = names or sorted(n for n in COMMANDS if n.startswith(prefix))
-        if in_gdb_cell and not first.group(1):
-            pass
-        elif not first.group(1):
-            return None
-        if not names:
+        names = command_names(prefix)
+        if not names or (not prefix and not first.group(1) and not in_gdb_cell):
             return None
         escape = first.group(1)
-        return _reply([escape + n for n in names], cursor - len(prefix) - len(escape), cursor)
-    found = _command_of(line)
-    if found is None:
+        reply = _reply([escape + n for n in names], cursor - len(prefix) - len(escape), cursor)
+        reply["metadata"]["kvmbench_first_word"] = not escape and not in_gdb_cell
+        return reply
+    name = _command_of(line)
+    if name is None:
         return None
-    name = COMMANDS[found[0]].name if found[0] in COMMANDS else found[0]
     word = _WORD.search(before)
     token = word.group(0) if word else ""
     start = cursor - len(token)
+    args = before.split()[1:]
     if name == "guest":
         return _reply([g for g in kvmbench.GUEST_NAMES if g.startswith(token)], start, cursor)
-    if name == "info" and len(before.split()) <= 2 and not before.endswith(" " * 2):
-        args = before.split()[1:] if before.split() else []
-        if len(args) == 0 or (len(args) == 1 and not before.endswith(" ")):
-            return _reply([i for i in INFO_TOPICS if i.startswith(token)], start, cursor)
+    if name == "help":
+        return _reply(command_names(token), start, cursor)
+    if name == "info" and (not args or (len(args) == 1 and not before.endswith(" "))):
+        return _reply([i for i in INFO_TOPICS if i.startswith(token)], start, cursor)
     if token.startswith("$"):
         return _reply(["$" + r for r in _REGISTER_NAMES if r.startswith(token[1:])], start, cursor)
     session = wb.session
@@ -85,19 +100,25 @@ def complete(wb: Workbench, code: str, cursor_pos: int | None) -> dict[str, t.An
     if name in _NUMBERED:
         numbers = [str(bp.number) for bp in session.breakpoints] + [str(wp.number) for wp in session.watchpoints]
         return _reply([n for n in numbers if n.startswith(token)], start, cursor)
-    return _reply(sorted(session.symbols.iter_names(token)), start, cursor)
+    return _reply(_symbols(wb, token), start, cursor)
 
 
 def inspect(wb: Workbench, code: str, cursor_pos: int) -> dict[str, t.Any] | None:
-    """Guest symbol at the cursor: address, size, section, source line."""
-    session = wb.session
-    if session is None:
-        return None
+    """Shift-Tab: a command word's help, or the guest symbol at the cursor."""
     line, column, _ = _line_at(code, cursor_pos)
-    left = re.search(r"[\w.]*$", line[:column])
-    right = re.match(r"[\w.]*", line[column:])
+    left = re.search(r"[\w.-]*$", line[:column])
+    right = re.match(r"[\w.-]*", line[column:])
     name = (left.group(0) if left else "") + (right.group(0) if right else "")
     if not name:
+        return None
+    start = column - len(left.group(0) if left else "")
+    head = line[:start].strip()
+    if head in ("", "%", "%%") or (code.lstrip().startswith("%%gdb") and head == ""):
+        entry = find(name)
+        if entry is not None:
+            return _bundle(help_text(entry.name))
+    session = wb.session
+    if session is None:
         return None
     sym = session.symbols.get_by_name(name)
     if sym is None:
@@ -107,9 +128,16 @@ def inspect(wb: Workbench, code: str, cursor_pos: int) -> dict[str, t.Any] | Non
              f"size {sym.size} bytes, section {sym.section or '?'}"]
     if source is not None:
         lines.append(f"source {source}")
+    try:
+        lines.append(wb.evaluator(None).whatis(sym.name))
+    except KvmbenchError:
+        pass
     bps = [bp for bp in session.breakpoints if bp.address == sym.address]
     for bp in bps:
         lines.append(f"breakpoint {bp.number} via {bp.served_by}, {bp.hit_count} hits")
-    text = "\n".join(lines)
+    return _bundle("\n".join(lines))
+
+
+def _bundle(text: str) -> dict[str, t.Any]:
     return {"status": "ok", "found": True, "metadata": {},
             "data": {"text/plain": text, "text/html": f"<pre>{html.escape(text)}</pre>"}}

@@ -51,31 +51,41 @@ class _PlainText(abc.ABC):
 
 @dataclass(frozen=True, repr=False)
 class StopView(_PlainText):
-    """Everything a stop card shows, gathered by the command layer."""
+    """Everything a stop card shows, gathered by the command layer: gdb's
+    lines for the stop first (``Breakpoint 1, fib (n=3) at src/fib.c:12``,
+    the source line, displays), then kvmbench's own facts (how the stop
+    was served, the disassembly around the pc, the registers)."""
 
     stop: Stop
-    headline: str  # "breakpoint 1 (fib) via hlt trap"
+    lines: Sequence[str] = ()
+    note: str = ""  # "breakpoint 1 via hlt trap, hit 3"
     location: str | None = None  # "fib+4"
     source: str | None = None  # "src/fib.c:11"
-    source_text: str | None = None  # the line itself, when the file is here
     disassembly: Sequence[DisasmLine] = ()
     registers: dict[str, int] = field(default_factory=dict)
     changed: frozenset[str] = frozenset()
-    console: str = ""
 
     @property
     def reason(self) -> str:
         return self.stop.reason.value
 
+    @property
+    def headline(self) -> str:
+        """gdb's first line for the stop."""
+        for line in self.lines:
+            if line.strip():
+                return line
+        return self.stop.describe()
+
+    @property
+    def gdb_text(self) -> str:
+        """Exactly what gdb prints for the stop."""
+        return "\n".join(self.lines)
+
     def text(self) -> str:
-        lines = [self.headline]
-        if self.location:
-            where = f"  at {self.stop.pc:#x} <{self.location}>" if self.stop.pc is not None else ""
-            if self.source:
-                where += f"  {self.source}"
-            lines.append(where)
-        if self.source_text:
-            lines.append(f"  {self.source_text.strip()}")
+        lines = list(self.lines)
+        if self.note:
+            lines.append(f"  [{self.note}]")
         for d in self.disassembly:
             mark = "=>" if d.current else ("b " if d.breakpoint else "  ")
             lines.append(f"{mark} {d.address:#x} <{d.location}>:  {d.text}")
@@ -90,15 +100,20 @@ class StopView(_PlainText):
 
     def _repr_html_(self) -> str:
         colour = _REASON_COLOUR.get(self.stop.reason, "#333")
-        parts = [f'<div class="kvmbench-stop" style="{_CSS_CARD}">',
-                 f'<div style="color:{colour};font-weight:bold">{html.escape(self.headline)}</div>']
-        if self.location and self.stop.pc is not None:
-            where = f"{self.stop.pc:#x} &lt;{html.escape(self.location)}&gt;"
-            if self.source:
-                where += f" &nbsp; <i>{html.escape(self.source)}</i>"
-            parts.append(f"<div>at {where}</div>")
-        if self.source_text:
-            parts.append(f"<pre style='margin:2px 0'>{html.escape(self.source_text.rstrip())}</pre>")
+        parts = [f'<div class="kvmbench-stop" style="{_CSS_CARD}">']
+        if self.lines:
+            head, *rest = self.lines
+            parts.append(f'<div class="kvmbench-stop-headline" style="color:{colour};font-weight:bold">'
+                         f"{html.escape(head)}</div>")
+            if rest:
+                parts.append("<pre class='kvmbench-stop-text' style='margin:2px 0'>"
+                             + html.escape("\n".join(rest)) + "</pre>")
+        if self.note or (self.location and self.stop.pc is not None):
+            where = ""
+            if self.location and self.stop.pc is not None:
+                where = f"{self.stop.pc:#x} &lt;{html.escape(self.location)}&gt;"
+            note = html.escape(self.note)
+            parts.append(f"<div style='color:#555'>{note}{' &middot; ' if note and where else ''}{where}</div>")
         if self.disassembly:
             rows = []
             for d in self.disassembly:

@@ -98,7 +98,8 @@ class KvmbenchKernel(IPythonKernel):
             shell.register_magic_function(no_var_expand(magic), "line", spelling)
 
         def gdb(line: str, cell: str) -> None:
-            """%%gdb: a cell of gdb-style commands, one per line."""
+            """%%gdb: a cell of gdb commands, one per line (run-control ones
+            too, off the event loop: the input transformer rewrites the cell)."""
             for text in cell.splitlines():
                 if text.strip() and not text.strip().startswith("#"):
                     self._command(None, text)
@@ -107,7 +108,9 @@ class KvmbenchKernel(IPythonKernel):
     # --- commands ------------------------------------------------------------------
 
     def _command(self, name: str | None, args: str) -> None:
-        """Run a (non-blocking or synchronously called) command and display its result."""
+        """Run a (non-blocking or synchronously called) command and display its
+        result; ``name=None``: ``args`` is a whole line (an unknown word gets
+        gdb's ``Undefined command``)."""
         try:
             line = args if name is None else f"{name} {args}" if not args.startswith("/") else name + args
             result = self.workbench.execute(line)
@@ -154,9 +157,14 @@ class KvmbenchKernel(IPythonKernel):
 
     async def do_complete(self, code: str, cursor_pos: int | None) -> dict[str, t.Any]:
         reply = completion.complete(self.workbench, code, cursor_pos)
-        if reply is not None:
-            return reply
-        return super().do_complete(code, cursor_pos)
+        if reply is None:
+            return super().do_complete(code, cursor_pos)
+        if reply["metadata"].pop("kvmbench_first_word", False):
+            # A line's first word is a command or Python: offer both.
+            python = super().do_complete(code, cursor_pos)
+            if python.get("cursor_start") == reply["cursor_start"]:
+                reply["matches"] = list(dict.fromkeys([*reply["matches"], *python.get("matches", [])]))
+        return reply
 
     async def do_inspect(self, code: str, cursor_pos: int, detail_level: int = 0,
                          omit_sections: t.Any = ()) -> dict[str, t.Any]:

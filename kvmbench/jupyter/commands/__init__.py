@@ -1,23 +1,37 @@
 """gdb-style commands: each a parser plus a call into the engine.
 
-A :class:`Workbench` holds the kernel's session; :data:`COMMANDS` maps every
-spelling (``break``, ``b``, ``br``...) to one :class:`Command`. Handlers
-return display objects (:mod:`kvmbench.jupyter.display`) or None; errors are
+A :class:`Workbench` holds the kernel's session and gdb's state between
+commands; :data:`COMMANDS` maps every spelling (``break``, ``b``, ``br``...)
+to one :class:`Command`, and :func:`lookup` takes gdb's unambiguous
+prefixes too. Handlers return display objects
+(:mod:`kvmbench.jupyter.display`) or None; errors are
 :class:`~kvmbench.errors.KvmbenchError` whose one-line ``str()`` the front
-end prints. Preconditions (a guest is open, it is stopped) are declared once
-in :func:`command` and checked in :meth:`Workbench.execute`.
+end prints, worded as gdb words them. Preconditions (a guest is open, it
+is stopped) are declared once in :func:`command` and checked in
+:meth:`Workbench.execute`.
 """
 
-from kvmbench.jupyter.commands import breakpoints, gdbserver, guest, inspection, running  # noqa: F401 - register
-from kvmbench.jupyter.commands.inspection import (
-    INFO_TOPICS,
-    iter_frames,
-    parse_x_format,
+from kvmbench.jupyter.commands import (  # noqa: F401 - register
+    breakpoints,
+    data,
+    frames,
+    gdbserver,
+    guest,
+    inspection,
+    running,
+    source,
+    unsupported,
 )
+from kvmbench.jupyter.commands.data import parse_x_format
+from kvmbench.jupyter.commands.guest import help_text
+from kvmbench.jupyter.commands.inspection import INFO_TOPICS, iter_frames
 from kvmbench.jupyter.commands.registry import (
     COMMANDS,
     Command,
+    UndefinedCommand,
     command,
+    find,
+    is_command_word,
     lookup,
     run_control_names,
     split_command,
@@ -25,6 +39,7 @@ from kvmbench.jupyter.commands.registry import (
 from kvmbench.jupyter.commands.workbench import CARD_REGISTERS, Workbench
 
 __all__ = [
-    "CARD_REGISTERS", "COMMANDS", "INFO_TOPICS", "Command", "Workbench", "command",
-    "iter_frames", "lookup", "parse_x_format", "run_control_names", "split_command",
+    "CARD_REGISTERS", "COMMANDS", "INFO_TOPICS", "Command", "UndefinedCommand", "Workbench", "command",
+    "find", "help_text", "is_command_word", "iter_frames", "lookup", "parse_x_format",
+    "run_control_names", "split_command",
 ]

@@ -1,4 +1,4 @@
-"""Commands about the guest itself: boot, kill, probe, panel, help."""
+"""Commands about the guest itself: boot it, the panel, the probe, help."""
 
 from __future__ import annotations
 
@@ -6,44 +6,40 @@ import shlex
 
 import kvmbench
 from kvmbench.errors import UsageError
-from kvmbench.jupyter.commands.registry import COMMANDS, Command, command
+from kvmbench.jupyter.commands.registry import COMMANDS, Command, UndefinedCommand, command, find
 from kvmbench.jupyter.commands.workbench import Workbench
 from kvmbench.jupyter.display import Table, Text
 
 
-@command("guest", "boot", guest=False)
+@command("guest", "boot", guest=False, family="running")
 def _guest(wb: Workbench, args: str) -> object:
-    """guest NAME [ARGS...]: boot a bundled guest (or an ELF path), stopped at its first instruction."""
+    """guest NAME [ARGS...]: boot a bundled guest (or an ELF path), stopped at its first instruction.
+
+    Booting the same image again keeps its breakpoints, as gdb's ``run``."""
     words = shlex.split(args)
     if not words:
         raise UsageError("usage: guest NAME [ARGS...]; bundled guests: " + ", ".join(kvmbench.GUEST_NAMES))
-    if wb.session is not None:
-        wb.close()
-    wb.session = kvmbench.open(words[0], args=words[1:], on_console=wb.on_console)
-    wb.guest_command = words
-    wb._last_registers = {}
-    if wb._on_session is not None:
-        wb._on_session(wb.session)
-    return Text(f"{words[0]}: stopped at {wb.session.pc:#x} <{wb.describe_address(wb.session.pc)}>")
+    session = wb.boot(words)
+    frame_text = ""
+    try:
+        frame = session.source_frame(0)
+        frame_text = "\n" + "\n".join(wb.frame_text(frame))
+    except Exception:  # noqa: BLE001 - the boot line must not fail for want of a frame
+        frame_text = ""
+    kept = len(wb.breakpoint_specs) + len(wb.watch_specs)
+    note = f" ({kept} breakpoint{'s' if kept != 1 else ''} kept)" if kept else ""
+    return Text(f"{words[0]}: stopped at {session.pc:#x} <{wb.describe_address(session.pc)}>{note}{frame_text}")
 
 
-@command("kill", stopped=False)
-def _kill(wb: Workbench, args: str) -> object:
-    """kill: close the guest."""
-    wb.close()
-    return Text("guest closed")
-
-
-
-@command("panel", guest=False, stopped=False)
+@command("panel", guest=False, stopped=False, family="support")
 def _panel(wb: Workbench, args: str) -> object:
-    """panel: a live debugger panel (run buttons, breakpoint and watch tables, registers, hit plots)."""
+    """panel: a live debugger panel (run buttons, source, locals, breakpoint and watch tables, registers, hit plots)."""
     from kvmbench.jupyter.widgets import panel  # ipywidgets only when asked for
 
     return panel(wb)
 
 
-@command("probe", guest=False)
+@command("probe", guest=False, family="support")
 def _probe(wb: Workbench, args: str) -> object:
     """probe: what this host's KVM really delivers (the capability table)."""
     if wb.session is not None:
@@ -58,11 +54,50 @@ def _probe(wb: Workbench, args: str) -> object:
     return Table(["Feature", "Works", "Cost", "Detail"], rows, title=f"host: {caps.host}")
 
 
-@command("help", "h", guest=False)
-def _help(wb: Workbench, args: str) -> object:
-    """help: the commands and their abbreviations."""
+#: gdb's command classes, for ``help``.
+FAMILIES = {
+    "breakpoints": "Making program stop at certain points.",
+    "data": "Examining data.",
+    "files": "Specifying and examining files.",
+    "running": "Running the program.",
+    "stack": "Examining the stack.",
+    "status": "Status inquiries.",
+    "support": "Support facilities.",
+    "gdbserver": "Serving the session to gdb and lldb.",
+}
+
+
+def _entries() -> list[Command]:
     seen: dict[str, Command] = {}
     for entry in COMMANDS.values():
         seen.setdefault(entry.name, entry)
-    rows = [[e.name, " ".join(e.aliases), e.help] for e in seen.values()]
-    return Table(["Command", "Aliases", "What"], rows)
+    return sorted(seen.values(), key=lambda e: e.name)
+
+
+def help_text(topic: str = "") -> str:
+    """gdb's ``help`` (the classes), ``help CLASS`` (its commands) and ``help COMMAND``."""
+    topic = topic.strip()
+    if not topic:
+        lines = ["List of classes of commands:", ""]
+        lines += [f"{name} -- {what}" for name, what in FAMILIES.items()]
+        lines += ["", 'Type "help" followed by a class name for a list of commands in that class.',
+                  'Type "help" followed by command name for full documentation.',
+                  "Command name abbreviations are allowed if unambiguous.",
+                  "A cell's line that starts with a command word runs as that command; other lines are",
+                  "Python (python STATEMENT, or print(...), runs Python whatever the first word)."]
+        return "\n".join(lines)
+    if topic in FAMILIES:
+        lines = [FAMILIES[topic], "", "List of commands:", ""]
+        lines += [f"{e.name} -- {e.help}" for e in _entries() if e.family == topic]
+        return "\n".join(lines)
+    entry = find(topic.split()[0])
+    if entry is None:
+        raise UndefinedCommand(f'Undefined command: "{topic}".  Try "help".')
+    names = ", ".join((entry.name, *entry.aliases))
+    return f"{names}\n{entry.doc}"
+
+
+@command("help", "h", guest=False, family="support")
+def _help(wb: Workbench, args: str) -> object:
+    """help [CLASS | COMMAND]: the classes of commands, the commands of a class, or a command's documentation."""
+    return Text(help_text(args))
