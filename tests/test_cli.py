@@ -143,3 +143,14 @@ def test_attach_to_nothing_is_one_line() -> None:
     result = kvmbench("attach", "127.0.0.1:1")
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "cannot connect" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None or shutil.which("gdb") is None,
+                    reason="needs qemu-system-x86_64 and gdb")
+def test_bench_on_qemu_compares_kvmbench_with_gdb_on_the_same_guest() -> None:
+    from kvmbench.bench.remote import run_remote_bench
+
+    result = run_remote_bench(low=50, high=250, repeat=1)
+    assert result.kvmbench_hits_per_s > 0 and result.gdb_commands_hits_per_s > 0
+    assert result.gdb_ignore_hits_per_s > 0 and "gdb's best" in result.describe()

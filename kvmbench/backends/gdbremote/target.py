@@ -4,9 +4,10 @@ Under a stub the guest owns its trap bytes (a planted int3 would be taken
 by the guest itself), so breakpoints are the stub's own Z0/Z1 and
 watchpoints its Z2-Z4, each found by trying (:class:`TargetCapabilities`
 says which the stub accepted at attach). There is no physical memory and
-no slot table: the stub manages both. Registers are read when first
-asked after a stop (one ``p`` each: QEMU's ``g`` carries all 66 of its
-registers and costs several single reads) and cached until the guest runs.
+no slot table: the stub manages both. Registers are read with one ``g``
+when first asked after a stop (a hit needs rip, rsp and rbp at least, and
+QEMU answers ``g`` about as fast as one ``p``), then cached until the
+guest runs.
 
 QEMU 7.2 facts this relies on (DESIGN.md): stop replies carry neither the
 pc nor the kind of breakpoint, so the pc is read after each stop and a
@@ -110,7 +111,9 @@ class GdbRemoteTarget:
         self._closed = False
         #: An event that ended steps early, reported by the next resume.
         self._pending: TargetEvent | None = None
-        self._regs: dict[str, int] | None = None
+        #: Registers known since the last stop; all of them once ``_fetched``.
+        self._regs: dict[str, int] = {}
+        self._fetched = False
         self._pc: int | None = None
         self._inserted: dict[tuple[int, str], int] = {}  # (address, kind) -> users
         self._capabilities = self._probe(probe_address)
@@ -153,8 +156,8 @@ class GdbRemoteTarget:
 
     def read_register(self, name: str) -> int:
         key = _gdb_name(name)
-        if self._regs is None:
-            self._regs = {}
+        if not self._fetched:
+            self._fetch()
         value = self._regs.get(key)
         if value is None:
             value = self.client.read_register(key) if self.client.layout.by_name(key) else None
@@ -166,15 +169,19 @@ class GdbRemoteTarget:
     def write_register(self, name: str, value: int) -> None:
         key = _gdb_name(name)
         self.client.write_register(key, value & _MASK64)
-        if self._regs is None:
-            self._regs = {}
         self._regs[key] = value & _MASK64
         if key == "rip":
             self._pc = value & _MASK64
 
-    def read_registers(self) -> Mapping[str, int]:
+    def _fetch(self) -> None:
         values = self.client.read_registers()
-        regs = self._regs = {name: value for name, value in values.items() if value is not None}
+        self._regs.update((name, value) for name, value in values.items() if value is not None)
+        self._fetched = True
+
+    def read_registers(self) -> Mapping[str, int]:
+        if not self._fetched:
+            self._fetch()
+        regs = self._regs
         return {name: regs[_gdb_name(name)] for name in _GPRS if _gdb_name(name) in regs}
 
     @property
@@ -301,7 +308,8 @@ class GdbRemoteTarget:
                 return Stepped(event.pc, done)
 
     def _forget_registers(self) -> None:
-        self._regs = None
+        self._regs = {}
+        self._fetched = False
         self._pc = None
 
     def _translate(self, stop: StopEvent, stepping: bool) -> TargetEvent:
@@ -317,6 +325,7 @@ class GdbRemoteTarget:
             return Exited(code)
         assert isinstance(stop, TargetStop)
         self._regs = {name: value for name, value in stop.registers.items() if value is not None}
+        self._fetched = False
         self._pc = self._regs.get("rip")
         pc = self.pc
         if stop.watch is not None:
