@@ -11,15 +11,35 @@ from kvmbench.jupyter.commands.workbench import Workbench
 from kvmbench.jupyter.display import Table, Text
 
 
+def split_target(words: list[str]) -> tuple[list[str], str]:
+    """The words without a ``--target T`` (or ``--target=T``), and T ("kvm")."""
+    target, rest = "kvm", []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word == "--target":
+            if i + 1 == len(words):
+                raise UsageError("--target needs a value: " + ", ".join(kvmbench.TARGETS))
+            target, i = words[i + 1], i + 2
+            continue
+        if word.startswith("--target="):
+            target = word.split("=", 1)[1]
+        else:
+            rest.append(word)
+        i += 1
+    return rest, target
+
+
 @command("guest", "boot", guest=False, family="running")
 def _guest(wb: Workbench, args: str) -> object:
-    """guest NAME [ARGS...]: boot a bundled guest (or an ELF path), stopped at its first instruction.
+    """guest NAME [ARGS...] [--target kvm|qemu|auto]: boot a bundled guest (or an ELF path), stopped at its first instruction.
 
     Booting the same image again keeps its breakpoints, as gdb's ``run``."""
-    words = shlex.split(args)
+    words, target = split_target(shlex.split(args))
     if not words:
-        raise UsageError("usage: guest NAME [ARGS...]; bundled guests: " + ", ".join(kvmbench.GUEST_NAMES))
-    session = wb.boot(words)
+        raise UsageError("usage: guest NAME [ARGS...] [--target kvm|qemu|auto]; bundled guests: "
+                         + ", ".join(kvmbench.GUEST_NAMES))
+    session = wb.boot(words, target=target)
     frame_text = ""
     try:
         frame = session.source_frame(0)
@@ -29,6 +49,30 @@ def _guest(wb: Workbench, args: str) -> object:
     kept = len(wb.breakpoint_specs) + len(wb.watch_specs)
     note = f" ({kept} breakpoint{'s' if kept != 1 else ''} kept)" if kept else ""
     return Text(f"{words[0]}: stopped at {session.pc:#x} <{wb.describe_address(session.pc)}>{note}{frame_text}")
+
+
+@command("attach", guest=False, family="running")
+def _attach(wb: Workbench, args: str) -> object:
+    """attach HOST:PORT|unix:PATH [--symbols ELF]: debug the guest behind any GDB stub, stopped where it stands."""
+    words = shlex.split(args)
+    symbols = None
+    if "--symbols" in words:
+        at = words.index("--symbols")
+        if at + 1 == len(words):
+            raise UsageError("--symbols needs the guest's ELF")
+        symbols = words[at + 1]
+        del words[at:at + 2]
+    if len(words) != 1:
+        raise UsageError("usage: attach HOST:PORT|unix:PATH [--symbols ELF]")
+    if wb.session is not None:
+        wb.close()
+    wb.session = kvmbench.attach(words[0], symbols=symbols, on_console=wb.on_console)
+    wb.guest_command = []
+    wb._last_registers = {}
+    if wb._on_session is not None:
+        wb._on_session(wb.session)
+    return Text(f"attached to {words[0]}: stopped at {wb.session.pc:#x} "
+                f"<{wb.describe_address(wb.session.pc)}>")
 
 
 @command("panel", guest=False, stopped=False, family="support")

@@ -36,6 +36,16 @@ def _no_guest_running(wb: Workbench) -> None:
         raise SessionStateError("the guest is running; interrupt the kernel to pause it")
 
 
+def _again(wb: Workbench, args: str) -> tuple[list[str], str]:
+    """The last boot's words and target, with new guest arguments if given."""
+    from kvmbench.jupyter.commands.guest import split_target
+
+    words, target = split_target(list(wb.guest_command))
+    if args.strip():
+        words = [words[0], *args.split()]
+    return words, target
+
+
 @command("run", "r", guest=False, runs=True, family="running")
 def _run(wb: Workbench, args: str) -> Ran:
     """run [ARGS]: boot the guest again from its first instruction and run it.
@@ -46,8 +56,7 @@ def _run(wb: Workbench, args: str) -> Ran:
     _no_guest_running(wb)
     if not wb.guest_command:
         raise SessionStateError("No executable file specified.  Boot a guest first: %guest NAME [ARGS]")
-    words = [wb.guest_command[0], *args.split()] if args.strip() else list(wb.guest_command)
-    wb.boot(words)
+    wb.boot(*_again(wb, args))
     return Ran(wb.s.cont())
 
 
@@ -59,8 +68,7 @@ def _start(wb: Workbench, args: str) -> Ran:
     _no_guest_running(wb)
     if not wb.guest_command:
         raise SessionStateError("No executable file specified.  Boot a guest first: %guest NAME [ARGS]")
-    words = [wb.guest_command[0], *args.split()] if args.strip() else list(wb.guest_command)
-    wb.boot(words)
+    wb.boot(*_again(wb, args))
     text = add_breakpoint(wb, "main", "tbreak").body
     return Ran(wb.s.cont(), before=[text])
 

@@ -25,7 +25,6 @@ for _name, _what in (
     ("reverse-continue", "reverse-continue: needs recording; not on this target."),
     ("reverse-finish", "reverse-finish: needs recording; not on this target."),
     ("checkpoint", "checkpoint: forks of the debugged process; not on this target."),
-    ("attach", "attach PID: kvmbench debugs the guest it boots (%guest)."),
     ("detach", "detach: the notebook keeps its guest; %gdbserver serves it to gdb."),
     ("jump", "jump LOCATION: set $pc instead (set var $pc = ADDRESS)."),
     ("return", "return: popping frames is not supported by this target."),

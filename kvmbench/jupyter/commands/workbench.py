@@ -248,19 +248,20 @@ class Workbench:
 
     # --- boot and the breakpoints kept across it ---------------------------------
 
-    def boot(self, words: list[str]) -> Session:
-        """Boot a guest (closing the current one); breakpoints of the same
-        image are set again, as gdb keeps them across ``run``."""
+    def boot(self, words: list[str], target: str = "kvm") -> Session:
+        """Boot a guest (closing the current one) on ``target`` (kvm, qemu,
+        auto); breakpoints of the same image are set again, as gdb keeps
+        them across ``run``."""
         import kvmbench
 
         image = kvmbench.resolve_image(words[0])
         same_image = self._image is not None and image.resolve() == self._image
         if self.session is not None:
             self.close()
-        session = kvmbench.open(words[0], args=words[1:], on_console=self.on_console)
+        session = kvmbench.open(words[0], args=words[1:], target=target, on_console=self.on_console)
         self.session = session
         self._image = image.resolve()
-        self.guest_command = words
+        self.guest_command = words + (["--target", target] if target != "kvm" else [])
         self._last_registers = {}
         self.examine_next = None
         if self._on_session is not None:
