@@ -56,7 +56,7 @@ def test_a_read_watch_sees_every_read(on_target) -> None:  # type: ignore[no-unt
 
 def test_a_breakpoint_stops_and_continuing_goes_on(on_target) -> None:  # type: ignore[no-untyped-def]
     s = on_target("fib", [5])
-    bp = s.breakpoints.add("fib", condition="rdi == 1")
+    bp = s.breakpoints.add("fib", condition="$rdi == 1")
     stops = 0
     while (stop := s.cont()).reason is StopReason.BREAKPOINT:
         assert s.regs.rdi == 1 and stop.pc == bp.address
