@@ -9,7 +9,10 @@ import pytest
 
 from kvmbench.jupyter.commands import Workbench
 from kvmbench.jupyter.dap import (
+    ARGUMENTS_BASE,
     GLOBALS_REF,
+    LOCALS_BASE,
+    MAX_ELEMENTS,
     REGISTERS_BASE,
     THREAD_ID,
     GuestDebugAdapter,
@@ -80,19 +83,28 @@ def test_debug_info_reports_murmur_hashing_and_the_stopped_vcpu(stopped):
     assert body["stoppedThreads"] == [THREAD_ID]
 
 
+def test_a_guest_stopped_before_the_debugger_starts_shows_its_stack_at_once(workbench):
+    # JupyterLab reads debugInfo before it starts the debugger and fetches
+    # the call stack then only if a thread is already stopped.
+    workbench.execute("break fib")
+    workbench.run("continue", "")
+    adapter = GuestDebugAdapter(workbench)
+    body = Client(adapter, [])("debugInfo")["body"]
+    assert body["isStarted"] is False and body["stoppedThreads"] == [THREAD_ID]
+
+
 def test_threads_are_vcpus(stopped):
     assert stopped.ok("threads")["threads"] == [{"id": THREAD_ID, "name": "vCPU 0"}]
 
 
-def test_stack_trace_is_the_symbolized_guest_stack_with_source(stopped):
+def test_stack_trace_is_gdbs_frames_with_guest_relative_sources(stopped):
     frames = stopped.ok("stackTrace", threadId=THREAD_ID)["stackFrames"]
-    assert [f["name"] for f in frames[:2]] == ["fib", "main"]
+    assert [f["name"] for f in frames] == ["fib", "main"]  # gdb's frames end at main
     top = frames[0]
     assert top["line"] == FIB_BODY_LINE
-    assert Path(top["source"]["path"]) == FIB_C
-    assert top["source"]["name"] == "fib.c"
+    assert top["source"] == {"name": "fib.c", "path": "src/fib.c"}  # no host path
     assert int(top["instructionPointerReference"], 16) == stopped.adapter.workbench.s.pc
-    assert frames[1]["source"]["name"] == "fib.c" and frames[1]["line"] > FIB_BODY_LINE
+    assert frames[1]["source"]["path"] == "src/fib.c" and frames[1]["line"] > FIB_BODY_LINE
 
 
 def test_stack_trace_pages_by_start_frame_and_levels(stopped):
@@ -102,11 +114,37 @@ def test_stack_trace_pages_by_start_frame_and_levels(stopped):
     assert page["totalFrames"] == everything["totalFrames"]
 
 
-def test_scopes_are_registers_and_globals(stopped):
-    scopes = stopped.ok("scopes", frameId=1)["scopes"]
-    assert [s["name"] for s in scopes] == ["Registers", "Globals"]
-    assert scopes[0]["variablesReference"] == REGISTERS_BASE
-    assert scopes[1]["variablesReference"] == GLOBALS_REF
+def test_scopes_are_locals_arguments_registers_and_globals(stopped):
+    scopes = stopped.ok("scopes", frameId=2)["scopes"]
+    assert [s["name"] for s in scopes] == ["Locals", "Arguments", "Registers", "Globals"]
+    assert [s.get("presentationHint") for s in scopes[:3]] == ["locals", "arguments", "registers"]
+    assert scopes[0]["variablesReference"] == LOCALS_BASE + 1
+    assert scopes[1]["variablesReference"] == ARGUMENTS_BASE + 1
+
+
+def test_arguments_and_locals_are_the_frames_variables_as_gdb_prints_them(stopped):
+    arguments = stopped.ok("variables", variablesReference=ARGUMENTS_BASE)["variables"]
+    assert [(v["name"], v["value"]) for v in arguments] == [("n", "10 (long)")]
+    assert stopped.ok("variables", variablesReference=LOCALS_BASE)["variables"] == []  # fib has none
+    main_locals = stopped.ok("variables", variablesReference=LOCALS_BASE + 1)["variables"]
+    assert [v["name"] for v in main_locals] == ["n", "result"]
+    assert main_locals[0]["value"] == "10 (long)"
+    main_args = stopped.ok("variables", variablesReference=ARGUMENTS_BASE + 1)["variables"]
+    assert [(v["name"], v["value"]) for v in main_args][0] == ("argc", "2 (int)")
+
+
+def test_arrays_and_structs_expand_into_their_elements_and_members(stopped):
+    variables = stopped.ok("variables", variablesReference=GLOBALS_REF)["variables"]
+    idt = next(v for v in variables if v["name"] == "idt")  # static struct idt_gate idt[256]
+    assert idt["variablesReference"] != 0 and idt["value"].endswith("(struct idt_gate [256])")
+    elements = stopped.ok("variables", variablesReference=idt["variablesReference"])["variables"]
+    assert [e["name"] for e in elements[:3]] == ["[0]", "[1]", "[2]"]
+    assert len(elements) == MAX_ELEMENTS
+    members = stopped.ok("variables", variablesReference=elements[0]["variablesReference"])["variables"]
+    evaluator = stopped.adapter.workbench.evaluator()
+    expected = [m.name for m in evaluator.evaluate("idt[0]").type.members]  # type: ignore[attr-defined]
+    assert [m["name"] for m in members] == expected
+    assert all(m["variablesReference"] == 0 for m in members)
 
 
 def test_registers_are_hex_strings_of_the_live_registers(stopped):
@@ -118,27 +156,17 @@ def test_registers_are_hex_strings_of_the_live_registers(stopped):
     assert by_name["rdi"] == f"{regs.rdi:#x}"
 
 
-def test_caller_frame_registers_show_its_return_address(stopped):
+def test_caller_frame_registers_are_the_callers_own(stopped):
     frames = stopped.ok("stackTrace", threadId=THREAD_ID)["stackFrames"]
     variables = stopped.ok("variables", variablesReference=REGISTERS_BASE + 1)["variables"]
-    assert variables[0]["name"] == "rip"
-    assert variables[0]["value"] == frames[1]["instructionPointerReference"]
-
-
-def test_globals_are_dwarf_globals_with_current_values(stopped):
-    variables = stopped.ok("variables", variablesReference=GLOBALS_REF)["variables"]
-    by_name = {v["name"]: v for v in variables}
-    globals_ = stopped.adapter.workbench.s.symbols.debug.get_globals()
-    assert set(by_name) == set(globals_)
-    idt = by_name["idt"]
-    assert idt["value"].endswith(f"({globals_['idt'].type_name})")
-    first = stopped.adapter.workbench.s.mem.read(globals_["idt"].address, 4).hex(" ")
-    assert idt["value"].startswith(first)
+    by_name = {v["name"]: v["value"] for v in variables}
+    assert by_name["rip"] == frames[1]["instructionPointerReference"]
+    assert int(by_name["rsp"], 16) > stopped.adapter.workbench.s.regs.rsp  # unwound from CFI
 
 
 def test_values_are_typed_as_strings_so_jupyterlab_shows_them(stopped):
     # JupyterLab renders a variable of any type but "str" by its type name.
-    for ref in (REGISTERS_BASE, GLOBALS_REF):
+    for ref in (REGISTERS_BASE, GLOBALS_REF, ARGUMENTS_BASE):
         variables = stopped.ok("variables", variablesReference=ref)["variables"]
         assert variables and all(v["type"] == "str" for v in variables)
 
@@ -155,7 +183,7 @@ def test_source_refuses_files_outside_the_guest(stopped):
 
 
 def test_set_breakpoints_from_the_gutter_are_engine_breakpoints(dap):
-    body = dap.ok("setBreakpoints", source={"path": str(FIB_C)}, breakpoints=[{"line": FIB_BODY_LINE}])
+    body = dap.ok("setBreakpoints", source={"path": "src/fib.c"}, breakpoints=[{"line": FIB_BODY_LINE}])
     [answer] = body["breakpoints"]
     assert answer["verified"] is True and answer["line"] == FIB_BODY_LINE
     session = dap.adapter.workbench.s
@@ -167,6 +195,18 @@ def test_set_breakpoints_replaces_that_files_breakpoints(dap):
     dap.ok("setBreakpoints", source={"path": str(FIB_C)}, breakpoints=[{"line": FIB_BODY_LINE}])
     dap.ok("setBreakpoints", source={"path": str(FIB_C)}, breakpoints=[])
     assert list(dap.adapter.workbench.s.breakpoints) == []
+
+
+def test_breakpoints_set_in_cells_are_the_sidebars_and_not_doubled(dap):
+    wb = dap.adapter.workbench
+    wb.execute("break fib")  # a cell's breakpoint, on fib.c's body line
+    listed = dap.ok("debugInfo")["breakpoints"]
+    assert {"source": "src/fib.c", "breakpoints": [{"line": FIB_BODY_LINE}]} in listed
+    # JupyterLab sends the sidebar's breakpoints back when it starts: no second one.
+    dap.ok("setBreakpoints", source={"path": "src/fib.c"}, breakpoints=[{"line": FIB_BODY_LINE}])
+    assert len(wb.s.breakpoints) == 1
+    dap.ok("setBreakpoints", source={"path": "src/fib.c"}, breakpoints=[])  # removed in the sidebar
+    assert len(wb.s.breakpoints) == 0
 
 
 def test_set_breakpoints_in_a_python_cell_are_unverified(dap):
@@ -188,13 +228,20 @@ def test_continue_runs_to_the_gutter_breakpoint_and_sends_events(dap):
     assert (top["name"], top["line"]) == ("fib", FIB_BODY_LINE)
 
 
-def test_step_in_is_one_instruction(stopped):
-    pc = stopped.adapter.workbench.s.pc
-    stopped.ok("stepIn", threadId=THREAD_ID)
+def test_next_moves_one_source_line_and_step_in_enters_the_call(stopped):
+    stopped.adapter.workbench.execute("delete")
+    stopped.ok("stepIn", threadId=THREAD_ID)  # fib(n - 1): into the call, past its prologue
     stopped.adapter.wait(30)
-    assert stopped.events[-1]["event"] == "stopped"
-    assert stopped.events[-1]["body"]["reason"] == "step"
-    assert stopped.adapter.workbench.s.pc != pc
+    assert stopped.events[-1]["event"] == "stopped" and stopped.events[-1]["body"]["reason"] == "step"
+    frames = stopped.ok("stackTrace", threadId=THREAD_ID)["stackFrames"]
+    assert [(f["name"], f["line"]) for f in frames[:2]] == [("fib", FIB_BODY_LINE), ("fib", FIB_BODY_LINE)]
+    stopped.ok("next", threadId=THREAD_ID)  # over both recursive calls: the closing brace
+    stopped.adapter.wait(30)
+    top = stopped.ok("stackTrace", threadId=THREAD_ID)["stackFrames"][0]
+    assert (top["name"], top["line"]) == ("fib", FIB_BODY_LINE + 1)
+    stopped.ok("stepOut", threadId=THREAD_ID)
+    stopped.adapter.wait(30)
+    assert len(stopped.ok("stackTrace", threadId=THREAD_ID)["stackFrames"]) == 2
 
 
 def test_requests_about_the_stack_fail_cleanly_without_a_guest(workbench, dap):

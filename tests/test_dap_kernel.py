@@ -103,14 +103,16 @@ def test_cell_breakpoint_stops_with_a_stopped_event_and_guest_stack(kernel, dap)
     assert dap.ok("threads")["threads"] == [{"id": 1, "name": "vCPU 0"}]
     frames = dap.ok("stackTrace", threadId=1)["stackFrames"]
     assert [f["name"] for f in frames[:2]] == ["fib", "main"]
-    assert frames[0]["line"] == FIB_BODY_LINE and Path(frames[0]["source"]["path"]) == FIB_C
+    assert frames[0]["line"] == FIB_BODY_LINE and frames[0]["source"]["path"] == "src/fib.c"
 
-    scopes = dap.ok("scopes", frameId=frames[0]["id"])["scopes"]
-    assert [s["name"] for s in scopes] == ["Registers", "Globals"]
-    registers = dap.ok("variables", variablesReference=scopes[0]["variablesReference"])["variables"]
+    scopes = {s["name"]: s for s in dap.ok("scopes", frameId=frames[0]["id"])["scopes"]}
+    assert list(scopes) == ["Locals", "Arguments", "Registers", "Globals"]
+    arguments = dap.ok("variables", variablesReference=scopes["Arguments"]["variablesReference"])["variables"]
+    assert [(v["name"], v["value"]) for v in arguments] == [("n", "10 (long)")]
+    registers = dap.ok("variables", variablesReference=scopes["Registers"]["variablesReference"])["variables"]
     rip = next(v for v in registers if v["name"] == "rip")
     assert rip["value"] == frames[0]["instructionPointerReference"]
-    globals_ = dap.ok("variables", variablesReference=scopes[1]["variablesReference"])["variables"]
+    globals_ = dap.ok("variables", variablesReference=scopes["Globals"]["variablesReference"])["variables"]
     assert "idt" in {v["name"] for v in globals_}
 
     source = dap.ok("source", source=frames[0]["source"])
@@ -120,6 +122,7 @@ def test_cell_breakpoint_stops_with_a_stopped_event_and_guest_stack(kernel, dap)
 def test_gutter_breakpoint_and_continue_from_the_panel(kernel, dap):
     kc = kernel[1]
     assert run_cell(kc, "%guest fib 10").status == "ok"
+    assert run_cell(kc, "delete").status == "ok"  # the same image kept the last test's
     body = dap.ok("setBreakpoints", source={"path": str(FIB_C)}, breakpoints=[{"line": FIB_BODY_LINE}],
                   lines=[FIB_BODY_LINE])
     [answer] = body["breakpoints"]
@@ -134,7 +137,7 @@ def test_gutter_breakpoint_and_continue_from_the_panel(kernel, dap):
     assert dap.ok("debugInfo")["stoppedThreads"] == [1]
     top = dap.ok("stackTrace", threadId=1)["stackFrames"][0]
     assert (top["name"], top["line"]) == ("fib", FIB_BODY_LINE)
-    hits = run_cell(kc, "print(session.breakpoints[1].hit_count)")
+    hits = run_cell(kc, f"print(session.breakpoints[{answer['id']}].hit_count)")
     assert hits.stdout.strip() == "1"
 
 

@@ -80,7 +80,8 @@ def enabled(panel: Panel) -> set[str]:
 def test_breakpoint_added_in_the_table_stops_the_guest(make_panel, loop):
     panel = make_panel("fib", 10)
     session = panel.session
-    assert enabled(panel) == {"Continue", "Step into", "Step over", "Step out", "Restart guest"}
+    assert enabled(panel) == {"Continue", "Step into", "Step over", "Step out", "Step instruction",
+                              "Next instruction", "Restart guest"}
     panel.breakpoints.location.value = "fib"
     panel.breakpoints.add_button.click()
     assert panel.error.value == ""
@@ -94,7 +95,7 @@ def test_breakpoint_added_in_the_table_stops_the_guest(make_panel, loop):
     view = run(loop, go())
     assert view.stop.reason is StopReason.BREAKPOINT and view.stop.breakpoint == 1
     panel.updater.refresh_now()
-    assert "breakpoint 1 (fib)" in text_of(panel) and "stopped" in text_of(panel)
+    assert "Breakpoint 1, fib (n=20)" in text_of(panel) and "stopped" in text_of(panel)
     rows = row_cells(panel.breakpoints)
     assert rows[0][:3] == ["1", "fib", f"{session.breakpoints[1].address:#x}"]
     assert rows[0][6] == "1" == str(session.breakpoints[1].hit_count)
@@ -123,8 +124,9 @@ def test_pause_stops_a_running_guest(make_panel, loop):
     assert view.stop.reason is StopReason.PAUSED
     assert latency < 1.0
     panel.updater.refresh_now()
-    assert "paused" in text_of(panel)
-    assert enabled(panel) == {"Continue", "Step into", "Step over", "Step out", "Restart guest"}
+    assert "Program received signal SIGINT" in text_of(panel)
+    assert enabled(panel) == {"Continue", "Step into", "Step over", "Step out", "Step instruction",
+                              "Next instruction", "Restart guest"}
     assert "spin" in panel.context.disassembly.children[0].description or any(
         "spin" in b.description for b in panel.context.disassembly.children)
 
@@ -300,7 +302,7 @@ def test_watch_table_shows_old_new_and_writer(make_panel, loop):
 
 def test_memory_view_highlights_bytes_changed_since_the_last_stop(make_panel, loop):
     panel = make_panel("counter", 30)
-    panel.context.memory_address.value = "&counter" if False else "counter"
+    panel.context.memory_address.value = "counter"  # a data symbol: where it is
     assert "kvmbench-error" not in panel.error.value, panel.error.value
     panel.watchpoints.location.value = "counter"
     panel.watchpoints.add_button.click()
@@ -332,6 +334,37 @@ def test_step_buttons_and_restart_keep_breakpoints(make_panel, loop):
     assert [bp.location for bp in panel.session.breakpoints] == ["fib"]
     view = run(loop, _continue(panel))
     assert view.stop.breakpoint == 1 and panel.session.regs.rdi == 10
+
+
+def test_the_context_shows_the_source_line_and_the_frames_locals(make_panel, loop):
+    panel = make_panel("fib", 10)
+    panel.workbench.execute("break fib")  # gdb's placement: the body's line
+    view = run(loop, _continue(panel))
+    assert view.stop.reason is StopReason.BREAKPOINT
+    panel.updater.refresh_now()
+    source = panel.context.source.value
+    assert "src/fib.c" in source and "kvmbench-current-line" in source
+    current = source.split("kvmbench-current-line", 1)[1].split("</div>", 1)[0]
+    assert "12" in current and "return n &lt; 2" in current
+    assert "n = 10" in panel.context.locals.value
+
+
+def test_registers_are_marked_stale_while_the_guest_runs(make_panel, loop):
+    panel = make_panel("spin")
+
+    async def running():
+        panel.buttons["Continue"].click()
+        await asyncio.sleep(0.3)
+        panel.updater.refresh_now()
+        stale = (panel.context.registers_note.value, list(panel.context.registers._dom_classes))
+        panel.buttons["Pause"].click()
+        await asyncio.wait_for(panel.run_task, 5)
+        panel.updater.refresh_now()
+        return stale, (panel.context.registers_note.value, list(panel.context.registers._dom_classes))
+
+    (note, classes), (after_note, after_classes) = run(loop, running())
+    assert "stale" in note and "kvmbench-stale" in classes
+    assert after_note == "" and "kvmbench-stale" not in after_classes
 
 
 def test_updater_refreshes_on_the_loop_thread_only(loop):

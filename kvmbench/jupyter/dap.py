@@ -6,18 +6,21 @@ messages on the control channel and ``debug_event`` messages on IOPub (JEP
 *guest*, not the Python interpreter:
 
 * threads: one per vCPU ("vCPU 0" is thread 1; DAP ids start at 1);
-* stackTrace: the rbp-chain backtrace of
-  :func:`~kvmbench.jupyter.commands.inspection.iter_frames`, symbolized,
-  with the DWARF source file and line where the line table has them;
-* scopes / variables: "Registers" (values as hex strings) and "Globals"
-  (DWARF globals with their current values);
+* stackTrace: gdb's frames (CFI unwinding, inlined calls as frames), with
+  their DWARF source file as the guest names it (``src/fib.c``, relative
+  to the guest's source folder: no host paths) and line;
+* scopes / variables: "Locals" and "Arguments" of the frame (DWARF
+  locations, values as gdb prints them, structs, arrays and pointers to
+  structs expandable), "Registers" and "Globals";
 * source: the guest's C source, found as the stop card finds it;
-* setBreakpoints: gutter breakpoints in a guest source file become engine
-  breakpoints at ``file:line`` (verified, with the line the code is on);
-* continue / next / stepIn / stepOut / pause: run control (continue,
-  nexti, stepi, finish, pause), run on a worker thread;
+* setBreakpoints: gutter breakpoints in a guest source file are the
+  session's breakpoints on that file: those set from cells show in the
+  sidebar too (debugInfo), and removing one there deletes it;
+* continue / next / stepIn / stepOut / pause: gdb's continue, next, step,
+  finish (by source line) and pause, run on a worker thread;
 * ``stopped`` / ``continued`` events whenever the guest stops or runs,
-  whether a notebook cell or the panel made it run.
+  whether a notebook cell or the panel made it run; a guest already
+  stopped when the debugger is switched on shows its call stack at once.
 
 While the kvmbench kernel runs, this *replaces* ipykernel's debugpy-backed
 debugger: Python code in cells cannot be stepped through (a breakpoint set
@@ -41,21 +44,27 @@ from typing import Any
 from kvmbench.engine.model import Stop, StopReason
 from kvmbench.engine.session import RunState
 from kvmbench.errors import KvmbenchError
-from kvmbench.jupyter.commands.inspection import iter_frames
 from kvmbench.jupyter.commands.registry import lookup
 from kvmbench.jupyter.commands.workbench import CARD_REGISTERS, Workbench
+from kvmbench.symbols.types import ArrayType, PointerType, StructType, strip_typedefs, whatis
 
 #: DAP thread id of vCPU 0 (JupyterLab treats 0 as "no thread").
 THREAD_ID = 1
 #: variablesReference of the Globals scope; a frame's Registers scope is
-#: REGISTERS_BASE + the frame's index.
+#: REGISTERS_BASE + the frame's index, its Locals LOCALS_BASE + index, its
+#: Arguments ARGUMENTS_BASE + index; expandable values get references from
+#: VALUES_BASE on, valid until the guest runs.
 GLOBALS_REF = 1
 REGISTERS_BASE = 1000
-#: Globals larger than this show their first bytes only.
-MAX_SHOWN_BYTES = 16
+LOCALS_BASE = 2000
+ARGUMENTS_BASE = 3000
+VALUES_BASE = 100_000
+#: Array elements shown under an expanded array.
+MAX_ELEMENTS = 100
 
-#: DAP run-control requests and the workbench command each one runs.
-RUN_COMMANDS = {"continue": "continue", "next": "nexti", "stepIn": "stepi", "stepOut": "finish"}
+#: DAP run-control requests and the workbench command each one runs
+#: (by source line; by instruction where there is no line information).
+RUN_COMMANDS = {"continue": "continue", "next": "next", "stepIn": "step", "stepOut": "finish"}
 
 #: The DAP requests answered (each by the method named "_" + request).
 REQUESTS = frozenset({
@@ -109,6 +118,8 @@ class GuestDebugAdapter:
         #: DAP source path -> the breakpoints as last answered (debugInfo).
         self._breakpoint_lines: dict[str, list[dict[str, Any]]] = {}
         self._runner: threading.Thread | None = None
+        #: variablesReference -> (frame level, C expression) of expandable values.
+        self._values: dict[int, tuple[int, str]] = {}
 
     # --- messages ------------------------------------------------------------
 
@@ -147,6 +158,7 @@ class GuestDebugAdapter:
     # --- notifications from the kernel's run path ----------------------------------
 
     def on_running(self) -> None:
+        self._values.clear()
         if self.started:
             self.event("continued", {"threadId": THREAD_ID, "allThreadsContinued": True})
 
@@ -217,8 +229,10 @@ class GuestDebugAdapter:
         return None
 
     def _source_ref(self, file: str) -> dict[str, Any]:
-        path = self.source_path(file)
-        return {"name": posixpath.basename(file), "path": path or file}
+        """A guest source as the panel names it: the DWARF file name, relative
+        to the guest's source folder (``src/fib.c``), never a host path; the
+        panel asks for its text with a ``source`` request."""
+        return {"name": posixpath.basename(file), "path": file}
 
     # --- requests --------------------------------------------------------------------
 
@@ -256,9 +270,10 @@ class GuestDebugAdapter:
             "hashSeed": get_tmp_hash_seed(),
             "tmpFilePrefix": get_tmp_directory() + os.sep,
             "tmpFileSuffix": ".py",
-            "breakpoints": [{"source": path, "breakpoints": lines}
-                            for path, lines in self._breakpoint_lines.items()],
-            "stoppedThreads": [THREAD_ID] if self.started and self.stopped else [],
+            "breakpoints": self._all_breakpoint_lines(),
+            # A guest already stopped when the debugger is switched on: the
+            # panel fetches the call stack at once.
+            "stoppedThreads": [THREAD_ID] if self.stopped else [],
             "richRendering": False,
             "exceptionPaths": [],
             "copyToGlobals": False,
@@ -278,24 +293,21 @@ class GuestDebugAdapter:
         return {"threads": [{"id": THREAD_ID, "name": "vCPU 0"}]}
 
     def frames(self) -> list[dict[str, Any]]:
+        """gdb's frames as DAP stack frames (ids from 1)."""
         self._require_stopped()
-        symbols = self.workbench.s.symbols
+        session = self.workbench.s
         out = []
-        for n, pc in iter_frames(self.workbench):
-            # A return address is past the call: look up the call's line.
-            location = symbols.get_source_location(pc if n == 0 else pc - 1)
-            sym = symbols.get_containing(pc)
-            frame: dict[str, Any] = {
-                "id": n + 1,
-                "name": sym.name if sym is not None else f"{pc:#x}",
-                "line": 0, "column": 0,
-                "instructionPointerReference": f"{pc:#x}",
+        for frame in session.frame_list():
+            name = frame.name or f"{frame.pc:#x}"
+            item: dict[str, Any] = {
+                "id": frame.level + 1, "name": name, "line": 0, "column": 0,
+                "instructionPointerReference": f"{frame.pc:#x}",
             }
-            if location is not None:
-                frame.update(source=self._source_ref(location.file), line=location.line, column=1)
+            if frame.location is not None:
+                item.update(source=self._source_ref(frame.location.file), line=frame.location.line, column=1)
             else:
-                frame["presentationHint"] = "subtle"
-            out.append(frame)
+                item["presentationHint"] = "subtle"
+            out.append(item)
         return out
 
     def _stackTrace(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -311,6 +323,10 @@ class GuestDebugAdapter:
         if index < 0:
             raise DapError(f"no frame {index + 1}")
         return {"scopes": [
+            {"name": "Locals", "presentationHint": "locals",
+             "variablesReference": LOCALS_BASE + index, "expensive": False},
+            {"name": "Arguments", "presentationHint": "arguments",
+             "variablesReference": ARGUMENTS_BASE + index, "expensive": False},
             {"name": "Registers", "presentationHint": "registers",
              "variablesReference": REGISTERS_BASE + index, "expensive": False},
             {"name": "Globals", "variablesReference": GLOBALS_REF, "expensive": False},
@@ -323,12 +339,74 @@ class GuestDebugAdapter:
             values = s.regs.snapshot()
             names = [n for n in CARD_REGISTERS if n in values] + sorted(set(values) - set(CARD_REGISTERS))
         else:
-            pcs = dict(iter_frames(self.workbench, index + 1))
-            if index not in pcs:
+            frames = s.frame_list(index + 1)
+            if index >= len(frames):
                 raise DapError(f"no frame {index + 1}")
-            values, names = {"rip": pcs[index]}, ["rip"]
+            context = frames[index].physical.context
+            values, names = {}, []
+            for name in CARD_REGISTERS:
+                try:
+                    values[name] = context.read_register("eflags" if name == "rflags" else name)
+                    names.append(name)
+                except KvmbenchError:
+                    continue
         return [{"name": name, "value": f"{values[name]:#x}", "type": _SHOWN_AS_VALUE,
                  "evaluateName": f"${name}", "variablesReference": 0} for name in names]
+
+    # --- variables -----------------------------------------------------------------
+
+    def _frame(self, index: int):  # type: ignore[no-untyped-def]
+        frames = self.workbench.s.frame_list(index + 2)
+        if not 0 <= index < len(frames):
+            raise DapError(f"no frame {index + 1}")
+        return frames[index]
+
+    def _variable(self, level: int, name: str, expression: str) -> dict[str, Any]:
+        """One variable as the panel shows it: gdb's value text, its C type,
+        and a reference when it has parts to expand."""
+        wb = self.workbench
+        frame = self._frame(level)
+        evaluator = wb.evaluator(frame)
+        reference = 0
+        try:
+            value = evaluator.evaluate(expression)
+            text = evaluator.format(value, top_level=False)
+            type_name = whatis(value.type)
+            if _children_of(value.type):
+                reference = VALUES_BASE + len(self._values)
+                self._values[reference] = (level, expression)
+        except KvmbenchError as error:
+            text, type_name = f"<error: {error}>", ""
+        shown = f"{text} ({type_name})" if type_name else text
+        return {"name": name, "value": shown, "type": _SHOWN_AS_VALUE, "evaluateName": expression,
+                "variablesReference": reference}
+
+    def locals(self, index: int) -> list[dict[str, Any]]:
+        self._require_stopped()
+        from kvmbench.expressions.frames import iter_locals
+
+        frame = self._frame(index)
+        if frame.function is None:
+            return []
+        return [self._variable(index, v.name, v.name) for v in iter_locals(frame) if v.name]
+
+    def arguments(self, index: int) -> list[dict[str, Any]]:
+        self._require_stopped()
+        frame = self._frame(index)
+        if frame.function is None:
+            return []
+        return [self._variable(index, v.name, v.name) for v in frame.function.variables
+                if v.is_argument and v.name]
+
+    def children(self, reference: int) -> list[dict[str, Any]]:
+        """The parts of an expandable value: members, elements, a pointer's target."""
+        self._require_stopped()
+        if reference not in self._values:
+            raise DapError("that value is gone: the guest ran since")
+        level, expression = self._values[reference]
+        evaluator = self.workbench.evaluator(self._frame(level))
+        value = evaluator.evaluate(expression)
+        return [self._variable(level, name, part) for name, part in _parts(value.type, expression)]
 
     def globals(self) -> list[dict[str, Any]]:
         self._require_stopped()
@@ -338,30 +416,21 @@ class GuestDebugAdapter:
             return []
         out = []
         for name, var in sorted(debug.get_globals().items()):
-            try:
-                value = self._global_value(var.address, var.size)
-            except KvmbenchError as error:
-                value = f"<{error}>"
-            out.append({"name": name, "value": f"{value} ({var.type_name})", "type": _SHOWN_AS_VALUE,
-                        "evaluateName": name, "variablesReference": 0,
-                        "memoryReference": f"{var.address:#x}"})
+            item = self._variable(0, name, name)
+            item["memoryReference"] = f"{var.address:#x}"
+            out.append(item)
         return out
-
-    def _global_value(self, address: int, size: int) -> str:
-        mem = self.workbench.s.mem
-        if size in (1, 2, 4, 8):
-            value = mem.read_int(address, size)
-            return f"{value} ({value:#x})"
-        if size == 0:
-            return f"<unknown size> @ {address:#x}"
-        data = mem.read(address, min(size, MAX_SHOWN_BYTES))
-        more = " ..." if size > MAX_SHOWN_BYTES else ""
-        return f"{data.hex(' ')}{more} ({size} bytes @ {address:#x})"
 
     def _variables(self, args: dict[str, Any]) -> dict[str, Any]:
         ref = int(args.get("variablesReference", 0))
         if ref == GLOBALS_REF:
             return {"variables": self.globals()}
+        if ref >= VALUES_BASE:
+            return {"variables": self.children(ref)}
+        if ref >= ARGUMENTS_BASE:
+            return {"variables": self.arguments(ref - ARGUMENTS_BASE)}
+        if ref >= LOCALS_BASE:
+            return {"variables": self.locals(ref - LOCALS_BASE)}
         if ref >= REGISTERS_BASE:
             return {"variables": self.registers(ref - REGISTERS_BASE)}
         return {"variables": []}
@@ -389,6 +458,34 @@ class GuestDebugAdapter:
             return Path(path).read_text(encoding="utf-8", errors="replace")
         raise DapError(f"source unavailable: {path}")
 
+    def _file_breakpoints(self, file: str) -> dict[int, list[int]]:
+        """The session's breakpoints in DWARF file ``file``, by line."""
+        session = self.workbench.s
+        lines: dict[int, list[int]] = {}
+        for bp in session.breakpoints:
+            if bp.tracepoint or bp.internal:
+                continue
+            where = session.symbols.get_source_location(bp.address)
+            if where is not None and where.file == file:
+                lines.setdefault(where.line, []).append(bp.number)
+        return lines
+
+    def _all_breakpoint_lines(self) -> list[dict[str, Any]]:
+        """Every breakpoint with a source line, by file (debugInfo: the sidebar's list)."""
+        answered = {path: lines for path, lines in self._breakpoint_lines.items()}
+        session = self.workbench.session
+        if session is not None and session.state is not RunState.CLOSED:
+            try:
+                debug = session.symbols.debug
+                files = {} if debug is None else {
+                    (loc.file) for bp in session.breakpoints
+                    if not bp.tracepoint and (loc := session.symbols.get_source_location(bp.address)) is not None}
+                for file in files:
+                    answered[file] = [{"line": line} for line in sorted(self._file_breakpoints(file))]
+            except KvmbenchError:
+                pass
+        return [{"source": path, "breakpoints": lines} for path, lines in answered.items()]
+
     def _setBreakpoints(self, args: dict[str, Any]) -> dict[str, Any]:
         path = (args.get("source") or {}).get("path", "")
         wanted = args.get("breakpoints")
@@ -402,24 +499,36 @@ class GuestDebugAdapter:
             return {"breakpoints": [{"verified": False, "line": bp["line"], "message": why} for bp in wanted]}
         if session.state is not RunState.STOPPED:
             raise DapError(f"the guest is {session.state.value}; pause it to change breakpoints")
-        for number in self._breakpoints.pop(path, []):
-            if number in session.breakpoints:
-                session.breakpoints.delete(number)
-        numbers, answers = [], []
+        from kvmbench.jupyter.commands.breakpoints import add_breakpoint
+
+        existing = self._file_breakpoints(file)
+        lines_wanted = {int(bp["line"]) for bp in wanted}
+        wb = self.workbench
+        for line, numbers in existing.items():
+            if line not in lines_wanted:
+                for number in numbers:
+                    if number in session.breakpoints:
+                        session.breakpoints.delete(number)
+                    wb.breakpoint_specs.pop(number, None)
+        answers = []
         for bp in wanted:
             line = int(bp["line"])
-            try:
-                engine_bp = session.breakpoints.add(f"{file}:{line}")
-            except KvmbenchError as error:
-                answers.append({"verified": False, "line": line, "message": str(error)})
-                continue
-            numbers.append(engine_bp.number)
-            where = session.symbols.get_source_location(engine_bp.address)
-            answers.append({"id": engine_bp.number, "verified": True,
+            numbers = self._file_breakpoints(file).get(line)
+            if not numbers:
+                try:
+                    add_breakpoint(wb, f"{file}:{line}", "break")
+                except KvmbenchError as error:
+                    answers.append({"verified": False, "line": line, "message": str(error)})
+                    continue
+                numbers = [n for ns in self._file_breakpoints(file).values() for n in ns
+                           if n == wb.last_breakpoint] or [wb.last_breakpoint]
+            engine_bp = session.breakpoints.get(numbers[0])
+            where = session.symbols.get_source_location(engine_bp.address) if engine_bp is not None else None
+            answers.append({"id": numbers[0], "verified": True,
                             "line": where.line if where is not None else line,
                             "source": self._source_ref(file),
-                            "instructionReference": f"{engine_bp.address:#x}"})
-        self._breakpoints[path] = numbers
+                            "instructionReference": f"{engine_bp.address:#x}" if engine_bp else ""})
+        self._breakpoints[path] = [a["id"] for a in answers if a.get("verified")]
         self._breakpoint_lines[path] = [{"line": a["line"]} for a in answers]
         return {"breakpoints": answers}
 
@@ -428,6 +537,10 @@ class GuestDebugAdapter:
     def start_run(self, command: str) -> None:
         """Run ``command`` on a worker thread; events tell when it stops."""
         self._require_stopped()
+        session = self.workbench.s
+        debug = session.symbols.debug
+        if command in ("next", "step") and (debug is None or debug.get_line_entry(session.pc) is None):
+            command = {"next": "nexti", "step": "stepi"}[command]  # no line here: by instruction
         if self._runner is not None and self._runner.is_alive():
             raise DapError("the guest is already running")
         self.workbench.check(lookup(command))
@@ -469,3 +582,26 @@ class GuestDebugAdapter:
         if self._runner is not None:
             self._runner.join(timeout)
 
+
+
+def _children_of(ctype: object) -> bool:
+    """Whether a value of this C type has parts the panel can expand."""
+    real = strip_typedefs(ctype)  # type: ignore[arg-type]
+    if isinstance(real, (StructType, ArrayType)):
+        return True
+    if isinstance(real, PointerType):
+        return isinstance(strip_typedefs(real.target), StructType)
+    return False
+
+
+def _parts(ctype: object, expression: str) -> list[tuple[str, str]]:
+    """(name, C expression) of each part of a value of this type."""
+    real = strip_typedefs(ctype)  # type: ignore[arg-type]
+    if isinstance(real, StructType):
+        return [(m.name, f"({expression}).{m.name}") for m in real.members if m.name]
+    if isinstance(real, ArrayType):
+        count = real.count if real.count is not None else 0
+        return [(f"[{i}]", f"({expression})[{i}]") for i in range(min(count, MAX_ELEMENTS))]
+    if isinstance(real, PointerType):
+        return [(f"*{expression}", f"*({expression})")]
+    return []

@@ -46,6 +46,7 @@ _DEFINES_FUNCTION = re.compile(r"^\s*(async\s+)?(def|class|lambda)\b", re.M)
 #: subscript, assignment (not ==), augmented assignment, annotation, tuple.
 _PYTHON_USE = re.compile(r"^(\(|\.|\[|=(?!=)|[-+*/%&|^@<>]{1,2}=|//=|\*\*=|>>=|<<=|:(?!:)|,)")
 _IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
+_IPYTHON_SYNTAX = re.compile(r"^(\s*[!?]|.*\?\??\s*$)")
 _PYTHON_ESCAPE = re.compile(r"^(python|py)(\s+|$)(.*)$", re.S)
 
 
@@ -141,6 +142,8 @@ def route_line(line: str, *, can_await: bool, continuing: bool,
         return None
     if stripped[:1].isspace():
         return None  # inside a Python block: a loop's `continue` is Python's
+    if _IPYTHON_SYNTAX.match(stripped):
+        return None  # IPython's own: `name?`, `?name`, `!shell`
     escape = _PYTHON_ESCAPE.match(stripped)
     if escape is not None and escape.group(3).strip():
         return escape.group(3) + "\n"

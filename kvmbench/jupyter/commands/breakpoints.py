@@ -122,6 +122,7 @@ def add_breakpoint(wb: Workbench, args: str, command_name: str = "break") -> Tex
     served = []
     for address in addresses:
         bp = s.breakpoints.add(address, condition=condition, **_OPTIONS[command_name])  # type: ignore[arg-type]
+        _label(bp, location)
         wb.breakpoint_specs[bp.number] = BreakpointSpec(bp.number, location or f"*{address:#x}",
                                                         command_name, condition, [], (address,))
         wb.last_breakpoint = bp.number
@@ -135,12 +136,20 @@ def add_breakpoint(wb: Workbench, args: str, command_name: str = "break") -> Tex
     return Text("\n".join(lines))
 
 
+def _label(request: object, location: str) -> None:
+    """Name the engine's request as the user did (``fib``, not the address
+    after its prologue): what tables, the hit log and gdb's monitor show."""
+    if location:
+        request.location = location  # type: ignore[attr-defined]
+
+
 def restore_breakpoint(wb: Workbench, spec: BreakpointSpec) -> None:
     """Set ``spec`` again in a new run, with its number."""
     s = wb.s
     for address in resolve_location(wb, spec.location, first_byte=spec.command == "trace"):
         s.number_next(spec.number)
         bp = s.breakpoints.add(address, condition=spec.condition, **_OPTIONS[spec.command])  # type: ignore[arg-type]
+        _label(bp, spec.location)
         wb.breakpoint_specs[bp.number] = BreakpointSpec(bp.number, spec.location, spec.command,
                                                         spec.condition, list(spec.commands), (address,))
         break
@@ -251,6 +260,7 @@ def _add_watch(wb: Workbench, args: str, access: str) -> object:
         CompiledCondition(condition)
     address, size, ctype = _watch_target(wb, text.strip())
     wp = wb.s.watchpoints.add(address, length=size, access=access, condition=condition)
+    _label(wp, text.strip())
     wb.watch_specs[wp.number] = WatchSpec(wp.number, text.strip(), access, ctype, condition)
     wb.last_breakpoint = wp.number
     hardware = wp.mechanism is Mechanism.HW_DATA
@@ -272,6 +282,7 @@ def restore_watchpoint(wb: Workbench, spec: WatchSpec) -> None:
     address, size, ctype = _watch_target(wb, spec.expression)
     wb.s.number_next(spec.number)
     wp = wb.s.watchpoints.add(address, length=size, access=spec.access, condition=spec.condition)
+    _label(wp, spec.expression)
     wb.watch_specs[wp.number] = WatchSpec(wp.number, spec.expression, spec.access, ctype,
                                           spec.condition, list(spec.commands))
 

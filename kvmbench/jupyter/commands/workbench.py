@@ -229,6 +229,15 @@ class Workbench:
         except KvmbenchError as e:
             raise ExpressionError(str(e)) from None
 
+    def address_of(self, text: str) -> int:
+        """An address to show memory at: a data symbol's own address
+        (``counter``: where it is), else the value of the C expression
+        (``$rsp``, ``&arr[2]``, ``p->next``)."""
+        symbol = self.s.symbols.get_by_name(text.strip())
+        if symbol is not None:
+            return symbol.address
+        return self.value_of(text)
+
     @property
     def lister(self):  # type: ignore[no-untyped-def]
         """gdb's ``list`` state for this session's program."""

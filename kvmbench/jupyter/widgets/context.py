@@ -1,10 +1,11 @@
-"""Where the guest stopped: registers (changes since the previous stop
-highlighted), disassembly around pc (click a line to toggle a breakpoint
-there), a memory view (bytes changed since the previous stop highlighted),
-the rbp-chain backtrace and the end of the guest's console.
+"""Where the guest stopped: the C source around the current line beside
+the disassembly around pc (click a line to toggle a breakpoint there),
+the frame's arguments and locals, registers (changes since the previous
+stop highlighted), a memory view (bytes changed since the previous stop
+highlighted), gdb's backtrace and the end of the guest's console.
 
 Only a stopped guest can be read, so everything here is updated once per
-stop; while the guest runs it shows the last stop."""
+stop; while the guest runs it shows the last stop, marked stale."""
 
 from __future__ import annotations
 
@@ -15,13 +16,17 @@ import ipywidgets as w
 
 from kvmbench.engine.session import RunState, Session
 from kvmbench.errors import KvmbenchError
-from kvmbench.jupyter.commands import CARD_REGISTERS, iter_frames
+from kvmbench.expressions.frames import info_args, info_locals
+from kvmbench.jupyter.commands import CARD_REGISTERS
 
 if t.TYPE_CHECKING:
     from kvmbench.jupyter.widgets.panel import Panel
 
 MEMORY_BYTES = 64
 BACKTRACE_FRAMES = 10
+#: Source lines shown before and after the current one.
+SOURCE_CONTEXT = 5
+_STALE = "opacity:0.45"
 _MONO = "font-family:monospace;font-size:12px"
 _CHANGED = "color:#c00;font-weight:bold"
 
@@ -30,6 +35,9 @@ class ContextView:
     def __init__(self, panel: "Panel") -> None:
         self.panel = panel
         self.registers = w.HTML()
+        self.registers_note = w.HTML()
+        self.source = w.HTML()
+        self.locals = w.HTML()
         self.disassembly = w.VBox(layout=w.Layout(width="100%"))
         self.memory_address = w.Text(value="$rsp", description="memory at", continuous_update=False,
                                      layout=w.Layout(width="20em"))
@@ -38,8 +46,11 @@ class ContextView:
         self.backtrace = w.HTML()
         self.console = w.HTML()
         self.widget = w.VBox([
-            w.HTML("<b>Registers</b>"), self.registers,
-            w.HTML("<b>Disassembly</b> <i>(click a line to toggle a breakpoint)</i>"), self.disassembly,
+            w.HBox([w.VBox([w.HTML("<b>Source</b>"), self.source], layout=w.Layout(width="50%")),
+                    w.VBox([w.HTML("<b>Disassembly</b> <i>(click a line to toggle a breakpoint)</i>"),
+                            self.disassembly], layout=w.Layout(width="50%"))]),
+            w.HTML("<b>Arguments and locals</b>"), self.locals,
+            w.HBox([w.HTML("<b>Registers</b>&nbsp;"), self.registers_note]), self.registers,
             self.memory_address, self.memory,
             w.HTML("<b>Backtrace</b>"), self.backtrace,
             w.HTML("<b>Console</b>"), self.console])
@@ -53,10 +64,12 @@ class ContextView:
     def refresh(self, session: Session | None) -> None:
         if session is None:
             self._stop_key = None
-            for view in (self.registers, self.memory, self.backtrace, self.console):
+            for view in (self.registers, self.memory, self.backtrace, self.console, self.source,
+                         self.locals, self.registers_note):
                 view.value = ""
             self.disassembly.children = ()
             return
+        self._mark_stale(session.state is RunState.RUNNING)
         text = session.console
         if len(text) != self._console_len:
             self._console_len = len(text)
@@ -74,7 +87,59 @@ class ContextView:
             self._show_registers(session)
             self._show_memory(session, compare=True)
             self._show_backtrace()
+            self._show_source(session)
+            self._show_locals()
         self._show_disassembly(session)
+
+    def _mark_stale(self, stale: bool) -> None:
+        """While the guest runs its registers cannot be read: the last stop's
+        values stay, greyed and labelled."""
+        note = "<span class='kvmbench-stale-note' style='color:#888'>(stale: the guest is running; " \
+               "these are the last stop's)</span>" if stale else ""
+        if self.registers_note.value != note:
+            self.registers_note.value = note
+        for view in (self.registers, self.locals, self.source):
+            if stale:
+                view.add_class("kvmbench-stale")
+                view.layout.opacity = None
+            else:
+                view.remove_class("kvmbench-stale")
+
+    def _show_source(self, session: Session) -> None:
+        """The C source around the frame's line, the current line marked."""
+        wb = self.panel.workbench
+        try:
+            frame = session.source_frame(0)
+        except KvmbenchError:
+            frame = None
+        debug = session.symbols.debug
+        location = frame.location if frame is not None else None
+        lines = debug.get_source_lines(location.file) if location is not None and debug is not None else None
+        if location is None or lines is None:
+            self.source.value = "<i>no source line here</i>"
+            return
+        first = max(location.line - SOURCE_CONTEXT, 1)
+        last = min(location.line + SOURCE_CONTEXT, len(lines))
+        rows = []
+        for number in range(first, last + 1):
+            text = html.escape(lines[number - 1])
+            if number == location.line:
+                rows.append(f"<div class='kvmbench-current-line' style='background:#fff3c4;font-weight:bold'>"
+                            f"&#9654;{number:>4}  {text}</div>")
+            else:
+                rows.append(f"<div> {number:>4}  {text}</div>")
+        del wb
+        self.source.value = (f"<div class='kvmbench-source' style='{_MONO};white-space:pre'>"
+                             f"<div style='color:#555'>{html.escape(location.file)}</div>{''.join(rows)}</div>")
+
+    def _show_locals(self) -> None:
+        wb = self.panel.workbench
+        try:
+            frame = wb.frame(0)
+            text = info_args(wb.program, frame) + "\n" + info_locals(wb.program, frame)
+        except KvmbenchError as error:
+            text = str(error)
+        self.locals.value = f"<pre class='kvmbench-locals' style='{_MONO};margin:0'>{html.escape(text)}</pre>"
 
     def _show_registers(self, session: Session) -> None:
         now = session.regs.snapshot()
@@ -126,7 +191,7 @@ class ContextView:
 
     def _show_memory(self, session: Session, compare: bool) -> None:
         try:
-            address = self.panel.workbench.value_of(self.memory_address.value)
+            address = self.panel.workbench.address_of(self.memory_address.value)
             data = session.mem.read(address, MEMORY_BYTES)
         except KvmbenchError as error:
             self.memory.value = f"<span style='color:#c00'>{html.escape(str(error))}</span>"
@@ -150,7 +215,7 @@ class ContextView:
     def _show_backtrace(self) -> None:
         wb = self.panel.workbench
         try:
-            lines = [f"#{n:<2} {pc:#x} in {html.escape(wb.describe_address(pc))}" for n, pc in iter_frames(wb)]
+            lines = [html.escape(wb.frame_line(frame)) for frame in wb.s.frame_list(BACKTRACE_FRAMES + 1)]
             if len(lines) > BACKTRACE_FRAMES:
                 lines[BACKTRACE_FRAMES - 1:] = [f"... {len(lines) - BACKTRACE_FRAMES + 1} more frames (bt shows all)"]
         except KvmbenchError as error:

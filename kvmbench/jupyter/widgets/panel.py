@@ -32,12 +32,16 @@ from kvmbench.jupyter.widgets.render import PlotRenderer
 from kvmbench.jupyter.widgets.tables import BreakpointTable, WatchTable
 from kvmbench.jupyter.widgets.updater import Updater
 
-#: Toolbar: button label -> (run-control command, icon).
+#: Toolbar: button label -> (run-control command, icon). Steps are by
+#: source line (by instruction where there is no line information);
+#: the last two always by instruction.
 RUN_BUTTONS = {
     "Continue": ("continue", "play"),
-    "Step into": ("stepi", "arrow-down"),
-    "Step over": ("nexti", "arrow-right"),
+    "Step into": ("step", "arrow-down"),
+    "Step over": ("next", "arrow-right"),
     "Step out": ("finish", "arrow-up"),
+    "Step instruction": ("stepi", "angle-down"),
+    "Next instruction": ("nexti", "angle-right"),
 }
 #: Minimum seconds between two drawings of a plot while the guest runs; the
 #: callers and writers plots scan the hit log's ring, so they are drawn less.
@@ -188,6 +192,9 @@ class Panel:
         if self.run_task is not None and not self.run_task.done() or session.state is RunState.RUNNING:
             raise SessionStateError("the guest is already running")
         self.workbench.check(lookup(name))  # stopped, alive: refused here, inline
+        debug = session.symbols.debug
+        if name in ("step", "next") and (debug is None or debug.get_line_entry(session.pc) is None):
+            name = {"step": "stepi", "next": "nexti"}[name]  # no source line here: by instruction
         self._set_buttons(RunState.RUNNING)
         self._samples.clear()
         self.run_task = self.loop.create_task(self._run(name, args))
@@ -214,12 +221,15 @@ class Panel:
         if session.state is RunState.RUNNING:
             raise SessionStateError("pause the guest before restarting it")
         words = self.workbench.guest_command or [str(session.image)]
+        # The command layer's own breakpoints come back with the boot (as
+        # gdb's run keeps them); the ones set through the API or the tables here.
+        kept = set(self.workbench.breakpoint_specs) | set(self.workbench.watch_specs)
         bps = [(bp.location, dict(kind=bp.kind, condition=bp.condition, temporary=bp.temporary,
                                   tracepoint=bp.tracepoint, enabled=bp.enabled))
-               for bp in session.breakpoints]
+               for bp in session.breakpoints if bp.number not in kept]
         wps = [(wp.location, wp.length, dict(access=wp.access, kind=wp.kind, condition=wp.condition,
                                              tracepoint=wp.tracepoint))
-               for wp in session.watchpoints]
+               for wp in session.watchpoints if wp.number not in kept]
         self.workbench.execute("guest " + shlex.join(words))
         fresh = self.require_session()
         failed = []
