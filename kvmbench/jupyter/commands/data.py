@@ -154,9 +154,11 @@ def _display(wb: Workbench, args: str) -> object:
     function = None
     if wb.live:
         frame = wb.frame()
+        wb.evaluator()._parse(text)  # gdb refuses what does not parse in this frame
         try:
             wb.evaluator(None).evaluate(text) if not _is_examine(spec) else None
         except KvmbenchError:
+            wb.evaluator().evaluate(text)  # not even here: gdb's error, no display
             function = frame.function  # its names are this function's locals
     display = Display(wb._next_display, text, f"/{spec}" if spec else "", True, function)
     wb._next_display += 1
