@@ -85,7 +85,11 @@ def our_answer(wb: Workbench, command: str) -> str:
     return result.text() if hasattr(result, "text") else str(result)
 
 
-_OURS_ONLY = re.compile(r"^(\(served by .*\)|\tserved by .*|Run till exit from .*|\(\d+ bytes at 0x[0-9a-f]+, served by .*\))$")
+#: What kvmbench prints and batch gdb does not: how a request is served
+#: (kvmbench's own), and gdb's lines for a terminal (from_tty) that gdb
+#: -batch leaves out: "Run till exit from", "(More stack frames follow...)".
+_OURS_ONLY = re.compile(r"^(\(served by .*\)|\tserved by .*|Run till exit from .*|"
+                        r"\(\d+ bytes at 0x[0-9a-f]+, served by .*\)|\(More stack frames follow\.\.\.\))$")
 
 
 def normalise(text: str, *, ours: bool) -> list[str]:

@@ -102,12 +102,15 @@ def run_scenario(scenario: Scenario, image: Path) -> tuple[list[str], list[str]]
         wb.execute("guest " + " ".join([str(image), *scenario.args]))
         for location in scenario.breakpoints:
             ask(f"break {location}")
+        ask("tbreak main")
         ask("info breakpoints")
         for stop in range(scenario.stops):
             ask("continue")
             if not wb.live:
                 break
-            for command in ("bt", "info frame", "info args", "info locals", "info line *$pc", "list"):
+            for command in ("bt", "bt 1", "bt -1", "bt full", "info frame", "info args", "info locals",
+                            "info line *$pc", "list", "list -", "info symbol $pc",
+                            "p $sp", "p $pc", "info registers rip", "x/2gx $sp", "frame"):
                 ask(command)
             for name in _variables(wb):
                 for expression in _expressions(wb, name):
@@ -122,10 +125,21 @@ def run_scenario(scenario: Scenario, image: Path) -> tuple[list[str], list[str]]
                 for command in ("up", "info frame", "info locals", "down"):
                     ask(command)
             for k in range(scenario.steps):
-                ask("step" if (k + stop) % 2 == 0 else "next")
+                ask(("step", "next", "until", "next", "stepi", "nexti")[(k + stop) % 6])
                 if not wb.live:
                     break
                 ask("p $pc")
+                ask("frame")
+            # gdb's advance plants its "current frame returns" breakpoint at a
+            # tail-call frame's pc (never reached) and so runs past the return
+            # of a tail-called function; kvmbench stops at the real return.
+            # That one known difference is left out.
+            tail_called = wb.live and any(f.is_tail_call for f in wb.s.frame_list(4)[1:2])
+            if wb.live and wb.frame().location is not None and not tail_called:
+                location = wb.frame().location
+                ask(f"advance {location.line + 1}")
+                if wb.live:
+                    ask("p $pc")
             if wb.live and stop % 2 == 1 and len(wb.s.frame_list(3)) > 1:
                 ask("finish")
                 if wb.live:
@@ -167,3 +181,16 @@ def guests_o2(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.guest)
 def test_live_commands_match_gdb_on_the_guests_built_at_o2(scenario: Scenario, guests_o2: Path, caps) -> None:
     assert assert_live_commands_match_gdb(scenario, guests_o2 / f"{scenario.guest}.elf") > 30
+
+
+@pytest.fixture(scope="module")
+def fib_without_debug_info(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """fib with its DWARF stripped (CFI too: it is .debug_frame): symbols only."""
+    stripped = tmp_path_factory.mktemp("nodebug") / "fib.elf"
+    build.run_tool("objcopy", "--strip-debug", kvmbench.resolve_image("fib"), stripped)
+    return stripped
+
+
+def test_live_commands_match_gdb_on_a_guest_without_debug_info(fib_without_debug_info: Path, caps) -> None:
+    scenario = Scenario("fib", ("4",), ("fib", "main"), 3, steps=6)
+    assert assert_live_commands_match_gdb(scenario, fib_without_debug_info) > 40

@@ -56,7 +56,12 @@ def resolve_location(wb: Workbench, text: str, *, first_byte: bool = False) -> l
     if text.startswith("*"):
         return [wb.value_of(text[1:])]
     if _LINE.fullmatch(text):
-        text = f"{_default_file(wb)}:{text}"
+        try:
+            return program.breakpoint_locations(f"{_default_file(wb)}:{text}")
+        except SymbolError as e:
+            if str(e).startswith("No line "):
+                raise SymbolError(f"No line {text} in the current file.") from None  # gdb's words for LINE
+            raise
     file_function = re.fullmatch(r"(?P<file>[^:\s]+):(?P<name>[A-Za-z_]\w*)", text)
     if file_function is not None:
         debug = s.symbols.debug
@@ -66,6 +71,9 @@ def resolve_location(wb: Workbench, text: str, *, first_byte: bool = False) -> l
     symbol = s.symbols.get_by_name(text)
     if symbol is not None and symbol.kind is SymbolKind.FUNCTION and first_byte:
         return [symbol.address]
+    if symbol is not None and symbol.kind is SymbolKind.FUNCTION and (
+            not hasattr(program, "line_at") or program.line_at(symbol.address) is None):
+        return [_skip_frame_setup(wb, symbol.address)]  # no line table: gdb's prologue analysis
     try:
         if hasattr(program, "breakpoint_locations"):
             return program.breakpoint_locations(text)
@@ -74,6 +82,24 @@ def resolve_location(wb: Workbench, text: str, *, first_byte: bool = False) -> l
             return [s.symbols.resolve(text)]  # kvmbench's sym+off and bare addresses
         raise
     return [s.symbols.resolve(text)]
+
+
+_ENDBR64 = bytes.fromhex("f30f1efa")
+_MOV_RSP_RBP = (bytes.fromhex("4889e5"), bytes.fromhex("488bec"))
+
+
+def _skip_frame_setup(wb: Workbench, start: int) -> int:
+    """gdb's amd64_skip_prologue for a function without line information:
+    past ``push %rbp; mov %rsp,%rbp`` when it sets up a frame, else its
+    first instruction."""
+    try:
+        code = wb.s.mem.read(start, 12) if wb.live else wb.program.static_frame().read_memory(start, 12)
+    except KvmbenchError:
+        return start
+    at = 4 if code.startswith(_ENDBR64) else 0
+    if code[at:at + 1] == b"\x55" and code[at + 1:at + 4] in _MOV_RSP_RBP:
+        return start + at + 4
+    return start
 
 
 def _default_file(wb: Workbench) -> str:

@@ -32,7 +32,10 @@ def _require_stack(wb: Workbench) -> None:
 
 
 def _locals_text(wb: Workbench, frame: SourceFrame, indent: str = "        ") -> str:
+    """``bt full``'s locals: indented eight spaces (gdb's "No locals." is not)."""
     text = info_locals(wb.program, frame)
+    if text in ("No locals.", "No symbol table info available."):
+        return text
     return "\n".join(indent + line for line in text.splitlines())
 
 

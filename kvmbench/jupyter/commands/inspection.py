@@ -54,7 +54,8 @@ def _registers_text(wb: Workbench, names: list[str]) -> str:
             except KvmbenchError:
                 raise UsageError(f"Invalid register `{key}'") from None
             natural = str(raw)
-        lines.append(f"{key:<15}{raw:<#19x}{natural}")
+        # gdb's columns: the raw value at 15, the natural one at 35 (default_print_one_register_info).
+        lines.append(f"{key:<15}{f'{raw:#x}':<20}{natural}")
     return "\n".join(lines)
 
 
@@ -66,7 +67,7 @@ def _extended_text(wb: Workbench, names: tuple[str, ...]) -> list[str]:
             raw = context.read_register(name)
         except KvmbenchError:
             return []
-        out.append(f"{name:<15}{raw:<#19x}(raw)")
+        out.append(f"{name:<15}{f'{raw:#x}':<20}(raw)")
     return out
 
 

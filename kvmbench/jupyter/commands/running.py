@@ -86,16 +86,31 @@ def _continue(wb: Workbench, args: str) -> Ran:
     return Ran(wb.s.cont(), before=before)
 
 
+def _no_lines(wb: Workbench) -> list[str]:
+    """gdb's note when a step starts where there is no line information."""
+    s = wb.s
+    debug = s.symbols.debug
+    if debug is not None and debug.get_line_entry(s.pc) is not None:
+        return []
+    symbol = s.symbols.get_containing(s.pc)
+    if symbol is None:
+        return []
+    return [f"Single stepping until exit from function {symbol.name},",
+            "which has no line number information."]
+
+
 @command("step", "s", runs=True, family="running")
 def _step(wb: Workbench, args: str) -> Ran:
     """step [N]: run to the start of the next source line, entering called functions that have line information."""
-    return Ran(wb.s.step(_count(args)))
+    before = _no_lines(wb)
+    return Ran(wb.s.step(_count(args)), before=before)
 
 
 @command("next", "n", runs=True, family="running")
 def _next(wb: Workbench, args: str) -> Ran:
     """next [N]: run to the next source line in this function, running called functions to their return."""
-    return Ran(wb.s.next(_count(args)))
+    before = _no_lines(wb)
+    return Ran(wb.s.next(_count(args)), before=before)
 
 
 @command("stepi", "si", runs=True, family="running")
@@ -176,7 +191,9 @@ def _until(wb: Workbench, args: str) -> Ran:
     """until [LOCATION]: without LOCATION, `next`, but never stopping in a line before this one (a loop runs to its end); with it, run until LOCATION in this frame or until the frame returns."""
     s = wb.s
     if not args.strip():
-        if s.symbols.debug is None or s.symbols.debug.get_line_entry(s.pc) is None:
+        if _no_lines(wb):
+            # gdb's until_next_command without a line: the range is [function, pc),
+            # so one instruction (calls run over, a jump back runs on).
             return Ran(s.until())
         return Ran(s.until_line())
     return Ran(s.until(_location_addresses(wb, args.strip())))

@@ -57,6 +57,10 @@ def info_line_text(wb: Workbench, args: str) -> str:
             raise SymbolError("No line number information available.")
         frame = wb.frame()
         text = f"*{frame.pc:#x}"
+    if wb.s.symbols.debug is None:
+        # No line table at all: gdb answers about the address.
+        address = wb.value_of(text[1:]) if text.startswith("*") else wb.s.symbols.resolve(text)
+        return f"No line number information available for address {wb.annotate(address)}"
     return wb.lister.info_line(text)
 
 

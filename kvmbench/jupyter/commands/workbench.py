@@ -398,9 +398,6 @@ class Workbench:
         if stop.reason is StopReason.CRASHED:
             return [f"Program terminated: {stop.detail or 'the guest crashed'}.", "The program no longer exists."]
         lines: list[str] = []
-        message = stop.extra.get("message")
-        if isinstance(message, str) and message:
-            lines += message.splitlines()
         try:
             frame = s.source_frame(0)
         except KvmbenchError:
@@ -557,13 +554,13 @@ class Workbench:
             ran = entry.handler(self, args)
             assert isinstance(ran, Ran)
             stop = ran.stop
-            self._after_stop()
             commands = self._commands_for(stop)
             silent = bool(commands) and commands[0].strip() == "silent"
             try:
                 shown = [] if silent else ran.before + self.stop_lines(stop, mark) + ran.after
             except KvmbenchError as e:
                 shown = ran.before + [stop.describe(), str(e)]
+            self._after_stop(stop)
             if stop.alive:
                 shown += self.do_displays()
             resume: tuple[Command, str] | None = None
@@ -593,12 +590,17 @@ class Workbench:
                 return self.stop_view(stop, transcript)
             entry, args = resume
 
-    def _after_stop(self) -> None:
-        """What gdb does at every stop: temporary breakpoints that stopped are
-        gone, ``list`` centres on the stop's line."""
+    def _after_stop(self, stop: Stop) -> None:
+        """What gdb does at every stop: every temporary breakpoint hit there
+        is gone (not only the one the stop names), ``list`` centres on the
+        stop's line."""
         session = self.session
         if session is None:
             return
+        if stop.reason is StopReason.BREAKPOINT and stop.pc is not None and session.state is RunState.STOPPED:
+            for bp in list(session.breakpoints):
+                if bp.temporary and bp.address == stop.pc and bp.hit_count and bp.number != stop.breakpoint:
+                    session.breakpoints.delete(bp.number)
         self.breakpoint_specs = {n: spec for n, spec in self.breakpoint_specs.items() if n in session.breakpoints}
         self.watch_specs = {n: spec for n, spec in self.watch_specs.items()
                             if session.watchpoints.get(n) is not None}
