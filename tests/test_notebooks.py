@@ -41,8 +41,14 @@ def _outputs(book: nbformat.NotebookNode, source: str) -> str:
 
 def test_tour_runs_and_counts_fib_15_calls(tmp_path: Path) -> None:
     book = _execute("tour.ipynb", tmp_path)
-    assert "hbreak" in _outputs(book, "break fib\nhbreak main") or "DR0" in _outputs(book, "break fib\nhbreak main")
-    assert "breakpoint 2 (main) via DR0" in _outputs(book, "continue")
+    set_up = _outputs(book, "break fib\nhbreak main")
+    assert "Breakpoint 1 at 0x101eda: file src/fib.c, line 12." in set_up
+    assert "Hardware assisted breakpoint 2 at" in set_up and "DR0" in set_up
+    first = _outputs(book, "continue")
+    assert first.startswith("Breakpoint 2, main (argc=2, argv=0x8000) at src/fib.c:17") and "via DR0" in first
+    assert "Breakpoint 1, fib (n=15) at src/fib.c:12" in _outputs(book, "%c")
+    assert "$1 = 15\n$2 = 31\n$3 = 0xf\ntype = long (long)" == _outputs(book, "p n\np n * 2 + 1\np/x n\nwhatis fib")
+    assert "Value returned is" in _outputs(book, "delete\nfinish")
     assert "1973 calls of fib" in _outputs(book, next(c.source for c in book.cells if c.source.startswith("bp = ")))
     plot = next(c for c in book.cells if "plt.subplots" in c.source)
     assert any("image/png" in out.get("data", {}) for out in plot.outputs)
