@@ -116,7 +116,7 @@ def test_stack_trace_pages_by_start_frame_and_levels(stopped):
 
 def test_scopes_are_locals_arguments_registers_and_globals(stopped):
     scopes = stopped.ok("scopes", frameId=2)["scopes"]
-    assert [s["name"] for s in scopes] == ["Locals", "Arguments", "Registers", "Globals"]
+    assert [s["name"] for s in scopes] == ["Locals", "Arguments", "Registers", "Global variables"]
     assert [s.get("presentationHint") for s in scopes[:3]] == ["locals", "arguments", "registers"]
     assert scopes[0]["variablesReference"] == LOCALS_BASE + 1
     assert scopes[1]["variablesReference"] == ARGUMENTS_BASE + 1
@@ -125,10 +125,11 @@ def test_scopes_are_locals_arguments_registers_and_globals(stopped):
 def test_arguments_and_locals_are_the_frames_variables_as_gdb_prints_them(stopped):
     arguments = stopped.ok("variables", variablesReference=ARGUMENTS_BASE)["variables"]
     assert [(v["name"], v["value"]) for v in arguments] == [("n", "10 (long)")]
-    assert stopped.ok("variables", variablesReference=LOCALS_BASE)["variables"] == []  # fib has none
+    fib_locals = stopped.ok("variables", variablesReference=LOCALS_BASE)["variables"]
+    assert [(v["name"], v["value"]) for v in fib_locals] == [("n", "10 (long)")]  # its argument: fib has no other
     main_locals = stopped.ok("variables", variablesReference=LOCALS_BASE + 1)["variables"]
-    assert [v["name"] for v in main_locals] == ["n", "result"]
-    assert main_locals[0]["value"] == "10 (long)"
+    assert [v["name"] for v in main_locals] == ["argc", "argv", "n", "result"]
+    assert main_locals[2]["value"] == "10 (long)"
     main_args = stopped.ok("variables", variablesReference=ARGUMENTS_BASE + 1)["variables"]
     assert [(v["name"], v["value"]) for v in main_args][0] == ("argc", "2 (int)")
 

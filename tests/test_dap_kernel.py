@@ -106,13 +106,13 @@ def test_cell_breakpoint_stops_with_a_stopped_event_and_guest_stack(kernel, dap)
     assert frames[0]["line"] == FIB_BODY_LINE and frames[0]["source"]["path"] == "src/fib.c"
 
     scopes = {s["name"]: s for s in dap.ok("scopes", frameId=frames[0]["id"])["scopes"]}
-    assert list(scopes) == ["Locals", "Arguments", "Registers", "Globals"]
+    assert list(scopes) == ["Locals", "Arguments", "Registers", "Global variables"]
     arguments = dap.ok("variables", variablesReference=scopes["Arguments"]["variablesReference"])["variables"]
     assert [(v["name"], v["value"]) for v in arguments] == [("n", "10 (long)")]
     registers = dap.ok("variables", variablesReference=scopes["Registers"]["variablesReference"])["variables"]
     rip = next(v for v in registers if v["name"] == "rip")
     assert rip["value"] == frames[0]["instructionPointerReference"]
-    globals_ = dap.ok("variables", variablesReference=scopes["Globals"]["variablesReference"])["variables"]
+    globals_ = dap.ok("variables", variablesReference=scopes["Global variables"]["variablesReference"])["variables"]
     assert "idt" in {v["name"] for v in globals_}
 
     source = dap.ok("source", source=frames[0]["source"])

@@ -59,6 +59,8 @@ REGISTERS_BASE = 1000
 LOCALS_BASE = 2000
 ARGUMENTS_BASE = 3000
 VALUES_BASE = 100_000
+#: Frame ids per stop (see GuestDebugAdapter._generation).
+FRAME_IDS = 1000
 #: Array elements shown under an expanded array.
 MAX_ELEMENTS = 100
 
@@ -120,6 +122,16 @@ class GuestDebugAdapter:
         self._runner: threading.Thread | None = None
         #: variablesReference -> (frame level, C expression) of expandable values.
         self._values: dict[int, tuple[int, str]] = {}
+        #: True while a run the panel started is on (its events belong to the
+        #: panel's request, not to the last cell: JupyterLab resets its
+        #: variables view to the globals on events of a cell's execution).
+        self.panel_run = False
+        #: The stop re-announced since the debugger started (see _inspectVariables).
+        self._announced = False
+        #: Frame ids are generation * FRAME_IDS + level + 1: new ones at every
+        #: stop, so the panel never keeps a frame (and its variables) of an
+        #: earlier stop.
+        self._generation = 0
 
     # --- messages ------------------------------------------------------------
 
@@ -159,6 +171,7 @@ class GuestDebugAdapter:
 
     def on_running(self) -> None:
         self._values.clear()
+        self._generation += 1
         if self.started:
             self.event("continued", {"threadId": THREAD_ID, "allThreadsContinued": True})
 
@@ -238,6 +251,7 @@ class GuestDebugAdapter:
 
     def _initialize(self, args: dict[str, Any]) -> dict[str, Any]:
         self.started = True
+        self._announced = False
         return {
             "supportsConfigurationDoneRequest": True,
             "supportsSetVariable": False,
@@ -300,7 +314,7 @@ class GuestDebugAdapter:
         for frame in session.frame_list():
             name = frame.name or f"{frame.pc:#x}"
             item: dict[str, Any] = {
-                "id": frame.level + 1, "name": name, "line": 0, "column": 0,
+                "id": self._generation * FRAME_IDS + frame.level + 1, "name": name, "line": 0, "column": 0,
                 "instructionPointerReference": f"{frame.pc:#x}",
             }
             if frame.location is not None:
@@ -319,7 +333,7 @@ class GuestDebugAdapter:
 
     def _scopes(self, args: dict[str, Any]) -> dict[str, Any]:
         self._require_stopped()
-        index = int(args.get("frameId", 1)) - 1
+        index = (int(args.get("frameId", 1)) - 1) % FRAME_IDS
         if index < 0:
             raise DapError(f"no frame {index + 1}")
         return {"scopes": [
@@ -329,7 +343,9 @@ class GuestDebugAdapter:
              "variablesReference": ARGUMENTS_BASE + index, "expensive": False},
             {"name": "Registers", "presentationHint": "registers",
              "variablesReference": REGISTERS_BASE + index, "expensive": False},
-            {"name": "Globals", "variablesReference": GLOBALS_REF, "expensive": False},
+            # Not "Globals": JupyterLab names the kernel's variables so, keeps the
+            # scope chosen by name, and would stay on it instead of the frame's Locals.
+            {"name": "Global variables", "variablesReference": GLOBALS_REF, "expensive": False},
         ]}
 
     def registers(self, index: int = 0) -> list[dict[str, Any]]:
@@ -382,13 +398,17 @@ class GuestDebugAdapter:
                 "variablesReference": reference}
 
     def locals(self, index: int) -> list[dict[str, Any]]:
+        """The Locals scope: the frame's arguments, then its locals in gdb's
+        ``info locals`` order (a C debugger's Locals view holds both; the
+        Arguments scope has the arguments alone)."""
         self._require_stopped()
         from kvmbench.expressions.frames import iter_locals
 
         frame = self._frame(index)
         if frame.function is None:
             return []
-        return [self._variable(index, v.name, v.name) for v in iter_locals(frame) if v.name]
+        return self.arguments(index) + [self._variable(index, v.name, v.name)
+                                        for v in iter_locals(frame) if v.name]
 
     def arguments(self, index: int) -> list[dict[str, Any]]:
         self._require_stopped()
@@ -436,7 +456,16 @@ class GuestDebugAdapter:
         return {"variables": []}
 
     def _inspectVariables(self, args: dict[str, Any]) -> dict[str, Any]:
-        """The variables panel while nothing is stopped in a frame: the globals."""
+        """The variables panel while nothing is stopped in a frame: the globals.
+
+        JupyterLab asks this right after it switched the debugger on, also
+        when the guest was already stopped, and then shows these instead of
+        the frame's scopes: the stop is announced again (once per start),
+        so the panel goes back to the stopped frame's Locals."""
+        if self.stopped and self.started and not self._announced:
+            self._announced = True
+            self._generation += 1  # new frame ids: the panel fetches the frame's scopes again
+            self.on_stopped()
         return {"variables": self.globals() if self.stopped else []}
 
     def _richInspectVariables(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -551,8 +580,12 @@ class GuestDebugAdapter:
                 stop = self.workbench.run(command, "").stop
             except KvmbenchError:
                 pass
-            self.on_stopped(stop)
+            try:
+                self.on_stopped(stop)
+            finally:
+                self.panel_run = False
 
+        self.panel_run = True
         self.on_running()
         self._runner = threading.Thread(target=run, name=f"dap-{command}", daemon=True)
         self._runner.start()

@@ -58,7 +58,7 @@ class KvmbenchKernel(IPythonKernel):
     def __init__(self, **kwargs: t.Any) -> None:
         super().__init__(**kwargs)
         self.workbench = Workbench(on_console=self._on_console, on_session=self._on_session)
-        self.dap = GuestDebugAdapter(self.workbench, self._publish_debug_event)
+        self.dap = GuestDebugAdapter(self.workbench, self._publish_guest_event)
         shell = self.shell
         assert shell is not None
         shell.user_ns.update(
@@ -72,6 +72,16 @@ class KvmbenchKernel(IPythonKernel):
             {"_kvmbench_run": self._run, "_kvmbench_command": self._command, "workbench": self.workbench})
         shell.input_transformers_cleanup.append(make_transformer(shell.user_ns))
         self._register_magics()
+
+    def _publish_guest_event(self, event: dict[str, t.Any]) -> None:
+        """A DAP event on IOPub, parented to what caused it: the panel's own
+        debug_request for runs the panel started (ipykernel would give the
+        last cell's execute_request)."""
+        if not self.session:
+            return
+        parent = self.get_parent("control") if self.dap.panel_run else self.get_parent()
+        self.session.send(self.iopub_socket, "debug_event", event, parent=parent,
+                          ident=self._topic("debug_event"))
 
     # --- namespace and output --------------------------------------------------
 
