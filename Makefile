@@ -13,9 +13,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,lab]'
 	touch $@
 
-## lab: install everything, register the kernel, open JupyterLab on notebooks/
+## lab: install everything, register the kernel, open JupyterLab on notebooks/;
+## JupyterLab's options go in LAB_ARGS: make lab LAB_ARGS="--port=8899 --no-browser"
+LAB_ARGS ?=
 lab: $(STAMP) debian linux-image
-	$(BIN)/kvmbench lab
+	$(BIN)/kvmbench lab $(LAB_ARGS)
 
 ## test: the whole test suite (installs Debian's chromium for the browser test)
 test: $(STAMP) browser debian linux-image

@@ -247,7 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; every failure ends in one line on stderr."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "lab":
+        # JupyterLab's own options (--port 8899, --no-browser) go to it as given.
+        args.jupyter_args = [*extra, *args.jupyter_args]
+    elif extra:
+        parser.error("unrecognized arguments: " + " ".join(extra))
     try:
         return args.func(args)
     except KvmbenchError as e:
