@@ -136,6 +136,14 @@ def test_a_breakpoint_reached_by_stepi_counts_and_ends_the_steps() -> None:
     assert stop.reason is StopReason.BREAKPOINT and stop.pc == CODE + 2 and bp.hit_count == 1
 
 
+def test_a_breakpoint_reached_by_the_last_step_counts_and_reports_it() -> None:
+    s, t = session(stepped_to(CODE + 2))
+    bp = s.breakpoints.add(CODE + 2)
+    stop = s.stepi(1)
+    assert stop.reason is StopReason.BREAKPOINT and stop.breakpoint == bp.number
+    assert bp.hit_count == 1 and stop.extra["steps"] == 1
+
+
 def test_a_tracepoint_reached_by_stepi_counts_without_ending_the_steps() -> None:
     s, t = session(stepped_to(CODE + 2), stepped_to(CODE + 3), stepped_to(CODE + 4))
     bp = s.breakpoints.trace(CODE + 2)

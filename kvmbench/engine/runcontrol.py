@@ -394,6 +394,11 @@ class RunControl:
             if stop is not None:
                 stop.extra["steps"] = done
                 return stop
+        if done:  # the last step arrived at a breakpoint: it counts, as in gdb
+            stop = self._arrive(s.target.pc)
+            if stop is not None:
+                stop.extra["steps"] = done
+                return stop
         return Stop(StopReason.STEP, s.target.pc, extra={"dr6": dr6, "steps": done})
 
     def _step_at(self, pc: int) -> Stop | None:
