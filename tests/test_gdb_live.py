@@ -110,7 +110,7 @@ def run_scenario(scenario: Scenario, image: Path) -> tuple[list[str], list[str]]
                 break
             for command in ("bt", "bt 1", "bt -1", "bt full", "info frame", "info args", "info locals",
                             "info line *$pc", "list", "list -", "info symbol $pc",
-                            "p $sp", "p $pc", "info registers rip", "x/2gx $sp", "frame"):
+                            "p $sp", "p $pc", "info registers rip", "p $eflags", "info registers eflags", "x/2gx $sp", "frame"):
                 ask(command)
             for name in _variables(wb):
                 for expression in _expressions(wb, name):

@@ -19,22 +19,16 @@ _X87 = ("st0", "st1", "st2", "st3", "st4", "st5", "st6", "st7",
 _SSE = tuple(f"xmm{i}" for i in range(16)) + ("mxcsr",)
 
 
-#: eflags fields as kvmbench's target description gives them to gdb (SDM vol. 1, 3.4.3).
+#: eflags fields as gdb's amd64 description has them (SDM vol. 1, 3.4.3; no IOPL).
 _EFLAGS = (("CF", 0), ("PF", 2), ("AF", 4), ("ZF", 6), ("SF", 7), ("TF", 8), ("IF", 9), ("DF", 10),
-           ("OF", 11), ("IOPL", 12), ("NT", 14), ("RF", 16), ("VM", 17), ("AC", 18), ("VIF", 19),
+           ("OF", 11), ("NT", 14), ("RF", 16), ("VM", 17), ("AC", 18), ("VIF", 19),
            ("VIP", 20), ("ID", 21))
 
 
 def eflags_text(value: int) -> str:
-    """``[ IOPL=0 IF ZF ]`` as gdb prints a flags register: set one-bit flags,
-    and every multi-bit field."""
-    parts = []
-    for name, bit in _EFLAGS:
-        if name == "IOPL":
-            parts.append(f"IOPL={(value >> 12) & 3}")
-        elif value >> bit & 1:
-            parts.append(name)
-    return "[ " + " ".join(parts) + " ]"
+    """``[ ZF IF ]`` as gdb prints a flags register: the flags that are set."""
+    parts = [name for name, bit in _EFLAGS if value >> bit & 1]
+    return "[ " + "".join(f"{part} " for part in parts) + "]"  # "[ ]" when none is set
 
 
 def _registers_text(wb: Workbench, names: list[str]) -> str:
