@@ -44,12 +44,14 @@ class HitLog:
         self.totals: Counter[int] = Counter()
         self.start_ns = time.perf_counter_ns()
 
-    def record(self, number: int, pc: int, caller: int) -> None:
+    def record(self, number: int, pc: int, caller: int, time_ns: int | None = None) -> None:
         """Count one hit of request ``number`` at ``pc`` (caller: return address
-        for breakpoints, the writer's pc for watchpoints)."""
+        for breakpoints, the writer's pc for watchpoints), made now or at
+        ``time_ns`` (``time.perf_counter_ns``'s clock: an in-guest probe's
+        hits are recorded when they are drained, with the time they happened)."""
         i = self._next
         self._number[i] = number
-        self._time[i] = time.perf_counter_ns()
+        self._time[i] = time.perf_counter_ns() if time_ns is None else time_ns
         self._pc[i] = pc
         self._caller[i] = caller
         self._next = 0 if i + 1 == self.capacity else i + 1
