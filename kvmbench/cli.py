@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
+from typing import Any
 from pathlib import Path
 
 from kvmbench.errors import KvmbenchError
@@ -49,37 +52,66 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     import kvmbench
-    from kvmbench.engine.model import StopReason
 
     def echo(text: str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
 
-    with kvmbench.open(args.guest, args.args, on_console=echo) as session:
-        requests = []
-        for loc in args.breaks:
-            requests.append(session.breakpoints.add(loc, kind=args.kind))
-        for loc in args.traces:
-            requests.append(session.breakpoints.trace(loc, kind=args.kind))
-        for loc in args.watches:
-            requests.append(session.watchpoints.add(loc))
+    with kvmbench.open(args.guest, args.args, target=args.target, on_console=echo) as session:
+        return _run_session(session, args)
+
+
+def _run_session(session: Any, args: argparse.Namespace, seconds: float | None = None) -> int:
+    """Arm --break/--trace/--watch, run until the guest exits, ``seconds``
+    pass or Ctrl-C, print the hit table; return the guest's exit code."""
+    from kvmbench.engine.model import StopReason
+
+    requests = []
+    for loc in args.breaks:
+        requests.append(session.breakpoints.add(loc, kind=args.kind))
+    for loc in args.traces:
+        requests.append(session.breakpoints.trace(loc, kind=args.kind))
+    for loc in args.watches:
+        requests.append(session.watchpoints.add(loc))
+    ended = threading.Event()  # time is up, or Ctrl-C: pause, then stop
+
+    def end(*_: object) -> None:
+        ended.set()
+        session.pause()
+
+    timer = threading.Timer(seconds, end) if seconds else None
+    previous = signal.signal(signal.SIGINT, end)
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
+    try:
         while True:
             stop = session.cont()
-            if stop.reason is StopReason.EXITED:
+            if stop.reason is StopReason.EXITED or ended.is_set():
                 break
             if not stop.alive:
                 print(f"kvmbench: {stop.describe()}", file=sys.stderr)
                 return 128
+            where = session.symbols.format_address(stop.pc) if stop.pc is not None else ""
             if stop.reason is StopReason.HALTED:
                 # Continuing would halt again at once: nothing can wake it.
-                where = session.symbols.format_address(stop.pc) if stop.pc is not None else ""
                 print(f"kvmbench: {stop.describe()} ({where})", file=sys.stderr)
                 return 125
-            where = session.symbols.format_address(stop.pc) if stop.pc is not None else ""
             print(f"[kvmbench] {stop.describe()} ({where})", file=sys.stderr)
-        if requests:
-            _print_hits(session, requests)
-        return stop.exit_code or 0
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if timer is not None:
+            timer.cancel()
+    if requests:
+        _print_hits(session, requests)
+    return stop.exit_code or 0
+
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    import kvmbench
+
+    with kvmbench.attach(args.address, symbols=args.symbols) as session:
+        return _run_session(session, args, seconds=args.seconds)
 
 
 def _print_hits(session: object, requests: list) -> None:
@@ -123,6 +155,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from kvmbench.bench.gdb import main as run_gdb_bench
 
         return run_gdb_bench(repeat=args.repeat, as_json=args.json)
+    if args.target == "qemu":
+        from kvmbench.bench.remote import main as run_remote_bench
+
+        return run_remote_bench(repeat=args.repeat, as_json=args.json)
     status = run_bench(hits=args.hits, repeat=args.repeat, as_json=args.json)
     if args.panel:
         from kvmbench.bench.panel import run_panel_bench
@@ -164,7 +200,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="report every write to LOC")
     p.add_argument("--kind", default="auto", choices=("auto", "hw", "sw"),
                    help="mechanism for --break/--trace")
+    p.add_argument("--target", default="kvm", choices=("kvm", "qemu", "auto"),
+                   help="kvmbench's own VMM (kvm), QEMU TCG through its gdbstub (qemu), or kvm where usable")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("attach", help="debug the guest behind any GDB stub (QEMU's -s, ...)")
+    p.add_argument("address", help="HOST:PORT or unix:PATH of the stub")
+    p.add_argument("--symbols", metavar="ELF", help="the guest's ELF, for symbols and source")
+    p.add_argument("--break", dest="breaks", action="append", default=[], metavar="LOC",
+                   help="report each hit of LOC and go on")
+    p.add_argument("--trace", dest="traces", action="append", default=[], metavar="LOC",
+                   help="count hits of LOC")
+    p.add_argument("--watch", dest="watches", action="append", default=[], metavar="LOC",
+                   help="report every write to LOC")
+    p.add_argument("--kind", default="auto", choices=("auto", "hw", "sw"),
+                   help="mechanism for --break/--trace")
+    p.add_argument("--seconds", type=float, metavar="N",
+                   help="stop after N seconds (else at the guest's exit or Ctrl-C)")
+    p.set_defaults(func=cmd_attach)
 
     p = sub.add_parser("gdbserver", help="serve a guest to gdb or lldb (GDB remote protocol)")
     p.add_argument("guest", help="a bundled guest's name or an ELF path")
@@ -182,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instead: gdb's counted hits/s through kvmbench's GDB server vs QEMU TCG's gdbstub")
     p.add_argument("--panel", action="store_true",
                    help="also measure what a live debugger panel costs a running guest")
+    p.add_argument("--target", default="kvm", choices=("kvm", "qemu"),
+                   help="qemu: counted hits/s through kvmbench's GDB remote client vs gdb on QEMU TCG")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("lab", help="open JupyterLab on the notebooks with the kvmbench kernel")

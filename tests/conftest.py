@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +22,8 @@ from kvmbench.engine.session import Session
 
 HAVE_KVM = os.path.exists("/dev/kvm") and os.access("/dev/kvm", os.R_OK | os.W_OK)
 NO_KVM_REASON = "no usable /dev/kvm on this machine"
+HAVE_QEMU = shutil.which("qemu-system-x86_64") is not None
+NO_QEMU_REASON = "qemu-system-x86_64 is not installed (make debian installs it)"
 
 #: Guest-level tests need these modules; pure tests (planner, patch table) do not.
 _KVM_MODULES = ("test_engine_", "test_conformance")
@@ -59,11 +62,13 @@ def skip_unless(caps: HostCapabilities) -> Callable[..., None]:
 
 @pytest.fixture
 def open_guest(caps: HostCapabilities) -> Iterator[Callable[..., Session]]:
-    """``open_guest("fib", [12])``: a session closed after the test."""
+    """``open_guest("fib", [12])``: a session closed after the test
+    (``target="qemu"`` for the same guest under QEMU)."""
     sessions: list[Session] = []
 
     def open_(guest: str, args: object = (), **kw: object) -> Session:
-        kw.setdefault("capabilities", caps)
+        if kw.get("target", "kvm") == "kvm":
+            kw.setdefault("capabilities", caps)
         session = kvmbench.open(guest, [str(a) for a in args], **kw)  # type: ignore[arg-type]
         sessions.append(session)
         return session
@@ -73,6 +78,33 @@ def open_guest(caps: HostCapabilities) -> Iterator[Callable[..., Session]]:
         if session.state.value == "running":
             continue
         session.close()
+
+
+@pytest.fixture(params=["kvm", "qemu"])
+def on_target(request: pytest.FixtureRequest) -> Iterator[Callable[..., Session]]:
+    """``on_target("fib", [12])``: the guest on each target in turn (kvm:
+    kvmbench's VMM; qemu: QEMU TCG through its gdbstub), skipped where the
+    machine lacks one; closed after the test. ``.target`` names it."""
+    name = request.param
+    if name == "kvm" and not HAVE_KVM:
+        pytest.skip(NO_KVM_REASON)
+    if name == "qemu" and not HAVE_QEMU:
+        pytest.skip(NO_QEMU_REASON)
+    opener = request.getfixturevalue("open_guest") if name == "kvm" else None
+    sessions: list[Session] = []
+
+    def open_(guest: str, args: object = (), **kw: object) -> Session:
+        if opener is not None:
+            return opener(guest, args, **kw)
+        session = kvmbench.open(guest, [str(a) for a in args], target="qemu", **kw)  # type: ignore[arg-type]
+        sessions.append(session)
+        return session
+
+    open_.target = name  # type: ignore[attr-defined]
+    yield open_
+    for session in sessions:
+        if session.state.value != "running":
+            session.close()
 
 
 def fib_value(n: int) -> int:
@@ -105,3 +137,23 @@ def assemble(tmp_path: Path, body: str) -> Path:
         check=True,
     )
     return elf
+
+
+@pytest.fixture
+def stub_factory(tmp_path: Path) -> Iterator[Callable[..., object]]:
+    """``stub_factory(packet_m=lambda self, packet: ...)``: a scripted gdbstub
+    (tests/gdbstub_scripted.py) with those methods overridden, closed after
+    the test."""
+    from gdbstub_scripted import ScriptedStub
+
+    made: list[ScriptedStub] = []
+
+    def make(**overrides: Callable[..., object]) -> ScriptedStub:
+        cls = type("Stub", (ScriptedStub,), overrides)
+        stub = cls(tmp_path / str(len(made)) if made else tmp_path)
+        made.append(stub)
+        return stub
+
+    yield make
+    for stub in made:
+        stub.close()

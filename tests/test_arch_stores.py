@@ -146,3 +146,13 @@ def test_the_last_iteration_of_a_rep_store_is_still_its_own() -> None:
     regs = dict(REGS, rdi=0x2001, rsi=0x3001, rcx=0)
     writer = find_writer(reader(code), BASE + 16, regs, exactly(0x2000, 1))
     assert writer is not None and writer.in_progress
+
+
+def test_the_reader_of_a_watched_range_is_found_for_a_read_watch() -> None:
+    from kvmbench.arch.instructions import OperandAccess
+
+    code = pad("488b07")  # mov rax, [rdi]
+    writer = find_writer(reader(code), BASE + 19, REGS, exactly(0x2000, 8),
+                         access=OperandAccess.READ)
+    assert writer is not None and writer.insn.address == BASE + 16
+    assert find_writer(reader(code), BASE + 19, REGS, exactly(0x2000, 8)) is None  # it stored nothing

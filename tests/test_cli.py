@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -111,3 +113,44 @@ def test_bench_prints_a_ratio_for_every_mechanism_the_host_delivers() -> None:
         # The ratio is printed to two decimals, the times to two as well.
         assert row["ratio"] == pytest.approx(row["floor_us"] / row["kvmbench_us"], rel=0.02, abs=0.006)
     assert all(": " in line for line in data["skipped"])  # each skip says why
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86_64 is not installed")
+def test_run_on_qemu_counts_as_on_kvm() -> None:
+    result = kvmbench("run", "fib", "12", "--target", "qemu", "--trace", "fib")
+    assert result.returncode == 0, result.stderr
+    assert "fib(12) = 144" in result.stdout
+    assert re.search(r"stub breakpoint \(Z0\)\s+465", result.stderr), result.stderr
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86_64 is not installed")
+def test_attach_runs_for_the_seconds_asked_and_prints_the_table(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from kvmbench.backends.qemu import DEBUG_EXIT_DEVICE, Qemu, QemuOptions
+    from kvmbench.guests import QEMU_EXTRA_ARGS, guest_path, pvh_command_line
+
+    image = guest_path("spin")
+    with Qemu.start(QemuOptions(kernel=image, append=pvh_command_line(image), memory="32M",
+                                devices=(DEBUG_EXIT_DEVICE,), extra_args=QEMU_EXTRA_ARGS)) as qemu:
+        started = time.monotonic()
+        result = kvmbench("attach", qemu.gdb_address, "--symbols", str(image),
+                          "--trace", "main", "--seconds", "1")
+        assert result.returncode == 0, result.stderr
+        assert 1 <= time.monotonic() - started < 30
+        assert re.search(r"main\s+stub breakpoint \(Z0\)\s+1", result.stderr), result.stderr
+
+
+def test_attach_to_nothing_is_one_line() -> None:
+    result = kvmbench("attach", "127.0.0.1:1")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "cannot connect" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None or shutil.which("gdb") is None,
+                    reason="needs qemu-system-x86_64 and gdb")
+def test_bench_on_qemu_compares_kvmbench_with_gdb_on_the_same_guest() -> None:
+    from kvmbench.bench.remote import run_remote_bench
+
+    result = run_remote_bench(low=50, high=250, repeat=1)
+    assert result.kvmbench_hits_per_s > 0 and result.gdb_commands_hits_per_s > 0
+    assert result.gdb_ignore_hits_per_s > 0 and "gdb's best" in result.describe()

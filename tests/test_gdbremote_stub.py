@@ -39,23 +39,6 @@ TIMEOUT = 1.0  # for replies: a silent stub must fail fast, well inside pytest's
 
 
 @pytest.fixture
-def stub_factory(tmp_path: Path) -> Iterator[Callable[..., ScriptedStub]]:
-    """``stub_factory(packet_m=lambda self, packet: ...)``: a stub with
-    those methods overridden, closed after the test."""
-    made: list[ScriptedStub] = []
-
-    def make(**overrides: Callable[..., object]) -> ScriptedStub:
-        cls = type("Stub", (ScriptedStub,), overrides)
-        stub = cls(tmp_path / str(len(made)) if made else tmp_path)
-        made.append(stub)
-        return stub
-
-    yield make
-    for stub in made:
-        stub.close()
-
-
-@pytest.fixture
 def clients() -> Iterator[list[GdbRemoteClient]]:
     opened: list[GdbRemoteClient] = []
     yield opened

@@ -142,3 +142,31 @@ def test_shutdown_closes_a_running_guest(tmp_path):
             km.shutdown_kernel(now=False)
         assert time.monotonic() - started < 5
         assert not km.is_alive()
+
+
+def test_a_guest_under_qemu_runs_from_the_notebook(kernel):
+    km, kc = kernel
+    assert run_cell(kc, "%guest fib 10 --target qemu").status == "ok"
+    assert run_cell(kc, "trace fib").status == "ok"
+    result = run_cell(kc, "%continue")
+    assert result.status == "ok", result.errors
+    assert "exited with code 0" in result.text
+    check = run_cell(kc, "print(session.breakpoints[1].hit_count, session.target.capabilities.name)")
+    assert check.stdout.split() == ["177", "qemu", "(tcg)"]
+
+
+def test_attaching_to_a_stub_that_is_not_there_costs_one_line_and_the_kernel_goes_on(kernel, tmp_path):
+    km, kc = kernel
+    text = _one_error_line(run_cell(kc, f"%attach unix:{tmp_path / 'nobody.sock'}"))
+    assert "cannot connect" in text
+    assert run_cell(kc, "%guest hello").status == "ok"
+
+
+def test_attaching_to_a_stub_that_hangs_up_costs_one_line(kernel, stub_factory):
+    from gdbstub_scripted import HANG_UP
+
+    km, kc = kernel
+    stub = stub_factory(packet_qSupported=lambda self, packet: HANG_UP)
+    text = _one_error_line(run_cell(kc, f"%attach {stub.address}"))
+    assert stub.address in text
+    assert run_cell(kc, "1 + 1").status == "ok"

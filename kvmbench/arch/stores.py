@@ -47,7 +47,6 @@ _RFLAGS_ZF = 1 << 6
 _RFLAGS_DF = 1 << 10
 _GPR_BY_CODE = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi")
 _REX_B = 0x41
-_STRING_STORES = ("stos", "movs", "ins")
 
 #: Reads ``n`` bytes of guest code at an address (may raise GuestMemoryError).
 CodeReader = Callable[[int, int], bytes]
@@ -151,14 +150,24 @@ def _registers_before(insn: Instruction, regs: Mapping[str, int]) -> Mapping[str
     return before
 
 
-def _stores_to(insn: Instruction, regs: Mapping[str, int], explains: Explains) -> bool:
+def _stores_to(insn: Instruction, regs: Mapping[str, int], explains: Explains,
+               access: OperandAccess = OperandAccess.WRITE) -> bool:
+    """True if ``insn`` made the access ``explains`` accounts for: a store
+    (``access`` WRITE), a load (READ) or either (READ_WRITE)."""
+    def wanted(kind: OperandAccess) -> bool:
+        if access is OperandAccess.WRITE:
+            return kind.writes
+        if access is OperandAccess.READ:
+            return kind.reads
+        return True
+
     for candidate in (_registers_before(insn, regs), regs):
         try:
             accesses = memory_accesses(insn, candidate)
         except (BreakpointError, KeyError):
-            # Not modelled exactly (xsave, ...): any memory operand may store.
-            return any(op.access.writes for op in insn.memory_operands) and not insn.is_branch
-        if any(a.access.writes and explains(a.address, a.size) for a in accesses):
+            # Not modelled exactly (xsave, ...): any memory operand may be it.
+            return any(wanted(op.access) for op in insn.memory_operands) and not insn.is_branch
+        if any(wanted(a.access) and explains(a.address, a.size) for a in accesses):
             return True
     return False
 
@@ -211,13 +220,13 @@ def writer_candidates(read_code: CodeReader, pc: int, *, boundary: int | None = 
     window, window_start = _read_window(read_code, pc - MAX_INSTRUCTION_LENGTH,
                                         2 * MAX_INSTRUCTION_LENGTH)
     here = _decode_in(window, window_start, pc, decoder)
-    if here is not None and not (here.repeat and _base_name(here).startswith(_STRING_STORES)):
+    if here is not None and not here.repeat:
         here = None
     before: list[Instruction] = []
     for length in range(1, MAX_INSTRUCTION_LENGTH + 1):
         insn = _decode_in(window, window_start, pc - length, decoder)
         if (insn is not None and insn.size == length and not insn.is_jump
-                and any(op.access.writes for op in insn.memory_operands)):
+                and insn.memory_operands):
             before.append(insn)
     before.sort(key=lambda c: c.size)
     if len(before) > 1 and boundary is not None and boundary <= pc:
@@ -238,6 +247,7 @@ def find_writer(
     boundary: int | None = None,
     decoder: Decoder = decode,
     candidates: WriterCandidates | None = None,
+    access: OperandAccess = OperandAccess.WRITE,
 ) -> Writer | None:
     """The instruction that made a store the guest has just completed.
 
@@ -248,17 +258,20 @@ def find_writer(
     instruction start at or before ``pc`` (its function's address), used to
     choose when several byte sequences could have ended at ``pc``;
     ``candidates`` the result of :func:`writer_candidates` for this code,
-    if the caller cached it. Returns None when no instruction explains the store.
+    if the caller cached it. ``access``: the instruction that loaded
+    (READ) or touched (READ_WRITE) the bytes instead of the one that
+    stored them, for watches that trap after reads. Returns None when no
+    instruction explains the access.
     """
     if candidates is None:
         candidates = writer_candidates(read_code, pc, boundary=boundary, decoder=decoder)
     here = candidates.here
-    if here is not None and _stores_to(here, regs, explains):
+    if here is not None and _stores_to(here, regs, explains, access):
         # rip stays on a rep string instruction until its last iteration
         # has been stored and counted (measured: even with rcx now 0).
         return Writer(here, in_progress=True)
     for insn in candidates.before:
-        if _stores_to(insn, regs, explains):
+        if _stores_to(insn, regs, explains, access):
             return Writer(insn)
     if stack_word is not None:
         # A call: rip is at its target and the return address it pushed

@@ -297,24 +297,34 @@ def _die_with_parent(parent: int) -> Callable[[], None]:
     return preexec
 
 
+def _quiet_when_qemu_is_gone(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """qemu.qmp's reader task ends in EOFError when QEMU exits (the guest
+    ended, or close() quit it): expected, and not worth a traceback."""
+    if isinstance(context.get("exception"), (EOFError, ConnectionError)):
+        return
+    loop.default_exception_handler(context)
+
+
 class _QmpConnection:
     """A qemu.qmp client on its own event-loop thread, called synchronously
     from any thread (each call is a coroutine submitted to that loop)."""
 
-    def __init__(self, sock: socket.socket, timeout: float) -> None:
+    def __init__(self, sock: socket.socket, timeout: float, events: bool = True) -> None:
         from qemu.qmp import QMPClient
 
         self._loop = asyncio.new_event_loop()
+        self._loop.set_exception_handler(_quiet_when_qemu_is_gone)
         self._thread = threading.Thread(target=self._loop.run_forever, name="kvmbench-qmp", daemon=True)
         self._thread.start()
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=1000)
         self._client = QMPClient("kvmbench")
         self._events_task: asyncio.Task[None] | None = None
-        self.run(self._connect(sock), timeout)
+        self.run(self._connect(sock, events), timeout)
 
-    async def _connect(self, sock: socket.socket) -> None:
+    async def _connect(self, sock: socket.socket, events: bool) -> None:
         await self._client.connect(sock)
-        self._events_task = asyncio.get_running_loop().create_task(self._collect_events())
+        if events:
+            self._events_task = asyncio.get_running_loop().create_task(self._collect_events())
 
     async def _collect_events(self) -> None:
         from qemu.qmp import EventListener
@@ -441,6 +451,7 @@ class Qemu:
         self._memory: GuestMemory | None = None
         self._threads: list[threading.Thread] = []
         self._socket_timeout = SOCKET_TIMEOUT
+        self._collect_events = True
         self._closed = False
         self._close_lock = threading.Lock()
 
@@ -453,12 +464,16 @@ class Qemu:
         on_console: Callable[[str], None] | None = None,
         *,
         socket_timeout: float = SOCKET_TIMEOUT,
+        qmp_events: bool = True,
     ) -> "Qemu":
         """Start QEMU stopped before the first instruction (or before a
         snapshot's next one, with ``options.incoming``), its console already
         being read. Raises :class:`QemuError` with QEMU's own reason when it
         is missing, exits at start, or creates no sockets within
-        ``socket_timeout`` seconds."""
+        ``socket_timeout`` seconds. Without ``qmp_events`` QMP events are
+        not collected (:attr:`qmp_events` stays empty): a debugger stopping
+        the guest thousands of times a second would wake that thread for
+        every STOP and RESUME."""
         if options.accel == "kvm":
             usable, reason = kvm_accel_usable()
             if not usable:
@@ -470,6 +485,7 @@ class Qemu:
         qemu = cls(directory=directory, options=options)
         qemu._on_console = on_console
         qemu._socket_timeout = socket_timeout
+        qemu._collect_events = qmp_events
         try:
             memory_bytes(options.memory)  # a bad size fails here, not in QEMU
             argv = options.command_line(qemu.directory)
@@ -541,7 +557,8 @@ class Qemu:
 
     def _connect_qmp(self) -> None:
         try:
-            self._qmp = _QmpConnection(self.connect_socket(self.qmp_path), self._socket_timeout)
+            self._qmp = _QmpConnection(self.connect_socket(self.qmp_path), self._socket_timeout,
+                                       self._collect_events)
         except QemuError:
             raise
         except Exception as exc:  # qemu.qmp's ConnectError, EOF, reset, timeout

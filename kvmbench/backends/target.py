@@ -217,9 +217,11 @@ class Halted:
 
 @dataclass(frozen=True, slots=True)
 class Exited:
-    """The guest ended with ``code``; nothing more runs."""
+    """The guest ended with ``code`` (None: a stub that closed the connection
+    without saying how); nothing more runs."""
 
-    code: int
+    code: int | None
+    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,17 +70,21 @@ class GdbBenchResult:
         ])
 
 
-def _script(target: str, workdir: Path) -> Path:
+def _script(target: str, workdir: Path, ignore: int | None = None) -> Path:
+    """gdb counting hits of ``*bench_target``: stopping silently and going
+    on at each, or (``ignore``) letting gdb pass that many hits itself."""
     path = workdir / "count.gdb"
+    counting = (["commands", "silent", "continue", "end"] if ignore is None
+                else [f"ignore 1 {ignore}"])
     path.write_text("\n".join([
         "set pagination off", "set confirm off", f"target remote {target}",
-        f"break *{SYMBOL}", "commands", "silent", "continue", "end", "continue", "",
+        f"break *{SYMBOL}", *counting, "continue", "",
     ]))
     return path
 
 
-def _run_gdb(target: str, image: Path, workdir: Path) -> tuple[float, str]:
-    script = _script(target, workdir)
+def _run_gdb(target: str, image: Path, workdir: Path, ignore: int | None = None) -> tuple[float, str]:
+    script = _script(target, workdir, ignore)
     start = time.perf_counter()
     done = subprocess.run(["gdb", "-batch", "-nx", "-x", str(script), str(image)],
                           capture_output=True, text=True, timeout=GDB_TIMEOUT, check=False)
@@ -101,15 +105,17 @@ def time_kvmbench(hits: int, workdir: Path) -> float:
     return seconds
 
 
-def time_qemu(hits: int, workdir: Path) -> float:
-    """Seconds gdb takes to count ``hits`` hits through QEMU's gdbstub."""
+def time_qemu(hits: int, workdir: Path, ignore: bool = False) -> float:
+    """Seconds gdb takes to count ``hits`` hits through QEMU's gdbstub
+    (``ignore``: with ``ignore 1 hits`` rather than a command list)."""
     image = guest_path(GUEST)
     args = ["call", str(hits)]
     options = QemuOptions(kernel=image, append=pvh_command_line(image, args), memory="64M",
                           devices=(DEBUG_EXIT_DEVICE,), extra_args=QEMU_EXTRA_ARGS)
     qemu = Qemu.start(options)
     try:
-        seconds, output = _run_gdb(qemu.gdb_address.removeprefix("unix:"), image, workdir)
+        seconds, output = _run_gdb(qemu.gdb_address.removeprefix("unix:"), image, workdir,
+                                   hits if ignore else None)
         code = qemu.wait_exit(30)
     finally:
         qemu.close()

@@ -200,7 +200,8 @@ class Stop:
         elif self.reason is StopReason.WATCHPOINT:
             text = f"watchpoint {self.watchpoint}{where}: {self.old_value} -> {self.new_value}"
         elif self.reason is StopReason.EXITED:
-            text = f"guest exited with code {self.exit_code}"
+            text = (f"guest exited with code {self.exit_code}" if self.exit_code is not None
+                    else "guest exited")
         elif self.reason is StopReason.FINISH:
             text = f"returned{where}, value {self.return_value}"
         else:

@@ -181,7 +181,7 @@ class RunControl:
 
     def _ended(self, event: TargetEvent) -> Stop:
         if isinstance(event, Exited):
-            return Stop(StopReason.EXITED, None, exit_code=event.code)
+            return Stop(StopReason.EXITED, None, exit_code=event.code, detail=event.detail)
         if isinstance(event, Halted):
             return Stop(StopReason.HALTED, event.pc, detail=(
                 "the guest halted (hlt) with interrupts disabled or no timer running: "

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from kvmbench.arch import instructions
+from kvmbench.arch.instructions import OperandAccess
 from kvmbench.arch.stores import (
     Unreplayable,
     Writer,
@@ -32,7 +33,7 @@ from kvmbench.arch.stores import (
     writer_candidates,
 )
 from kvmbench.backends.target import StoreStepped, StoreTrapped
-from kvmbench.engine.model import Mechanism, Stop, StopReason, Watchpoint
+from kvmbench.engine.model import Access, Mechanism, Stop, StopReason, Watchpoint
 from kvmbench.engine.stops import WatchTrapped
 from kvmbench.engine.views import RegisterValues
 from kvmbench.errors import GuestMemoryError, KvmbenchError
@@ -85,7 +86,8 @@ class Stores:
 
         return explains
 
-    def _find_writer(self, pc: int, explains, stack_word: int | None) -> Writer | None:  # type: ignore[no-untyped-def]
+    def _find_writer(self, pc: int, explains, stack_word: int | None,  # type: ignore[no-untyped-def]
+                     access: OperandAccess = OperandAccess.WRITE) -> Writer | None:
         session = self._session
         mem = session._mem
         try:
@@ -106,7 +108,7 @@ class Stores:
                     self._candidates.clear()
                 self._candidates[key] = candidates
         return find_writer(mem.read, pc, RegisterValues(session.target), explains,
-                           stack_word=stack_word, candidates=candidates)
+                           stack_word=stack_word, candidates=candidates, access=access)
 
     def _stack_word(self, pieces: tuple[tuple[int, bytes], ...]) -> int | None:
         target = self._session.target
@@ -264,7 +266,10 @@ class Stores:
             return any(w.address < address + size and address < w.address + w.length
                        for w in watches)
 
-        writer = self._find_writer(decision.pc, overlaps, None)
+        kinds = {w.access for w in watches}
+        access = (OperandAccess.WRITE if kinds == {Access.WRITE} else
+                  OperandAccess.READ if kinds == {Access.READ} else OperandAccess.READ_WRITE)
+        writer = self._find_writer(decision.pc, overlaps, None, access)
         for wp in watches:
             if wp.number not in self._pending:
                 self._pending[wp.number] = _Pending(wp, wp.value, decision.address)

@@ -51,6 +51,10 @@ class RegisterLayout:
     _by_name: dict[str, Register] = field(init=False, repr=False, compare=False)
     _by_number: dict[int, Register] = field(init=False, repr=False, compare=False)
     _offsets: dict[str, int] = field(init=False, repr=False, compare=False)
+    #: (name, offset, size) of every register in the ``g`` data, in order.
+    spans: tuple[tuple[str, int, int], ...] = field(init=False, repr=False, compare=False)
+    #: Bytes of register data in a complete ``g`` reply.
+    g_size: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         ordered = tuple(sorted(self.registers, key=lambda r: r.regnum))
@@ -72,6 +76,8 @@ class RegisterLayout:
         object.__setattr__(self, "_by_name", by_name)
         object.__setattr__(self, "_by_number", by_number)
         object.__setattr__(self, "_offsets", offsets)
+        object.__setattr__(self, "spans", tuple((r.name, offsets[r.name], r.size) for r in ordered))
+        object.__setattr__(self, "g_size", offset)
 
     def by_name(self, name: str) -> Register | None:
         return self._by_name.get(name)
@@ -90,11 +96,6 @@ class RegisterLayout:
         """Byte offset of ``name`` in the ``g`` packet's data."""
         self.get(name)
         return self._offsets[name]
-
-    @property
-    def g_size(self) -> int:
-        """Bytes of register data in a complete ``g`` reply."""
-        return sum(r.size for r in self.registers)
 
     @property
     def names(self) -> tuple[str, ...]:

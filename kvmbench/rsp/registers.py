@@ -46,6 +46,24 @@ def parse_registers_reply(reply: bytes, layout: RegisterLayout) -> dict[str, int
     if len(reply) > 2 * layout.g_size:
         raise RspError(f"g reply has {len(reply) // 2} bytes, the layout only {layout.g_size}")
     values: dict[str, int | None] = {}
+    if b"x" not in reply and b"X" not in reply:
+        # The common reply, every register known: decode the hex once (a
+        # stub's g carries dozens of registers, and a debugger reads one
+        # at every stop).
+        try:
+            data = bytes.fromhex(reply.decode("ascii"))
+        except ValueError:
+            data = None  # let the per-register path say where it is broken
+        if data is not None:
+            end = len(data)
+            for name, offset, size in layout.spans:
+                if offset + size <= end:
+                    values[name] = int.from_bytes(data[offset : offset + size], "little")
+                elif offset < end:
+                    raise RspError(f"g reply ends inside register {name}")
+                else:
+                    values[name] = None
+            return values
     offset = 0
     for reg in layout.registers:
         text = reply[offset : offset + 2 * reg.size]

@@ -11,20 +11,64 @@ from kvmbench.jupyter.commands.workbench import Workbench
 from kvmbench.jupyter.display import Table, Text
 
 
+def split_target(words: list[str]) -> tuple[list[str], str]:
+    """The words without a ``--target T`` (or ``--target=T``), and T ("kvm")."""
+    target, rest = "kvm", []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word == "--target":
+            if i + 1 == len(words):
+                raise UsageError("--target needs a value: " + ", ".join(kvmbench.TARGETS))
+            target, i = words[i + 1], i + 2
+            continue
+        if word.startswith("--target="):
+            target = word.split("=", 1)[1]
+        else:
+            rest.append(word)
+        i += 1
+    return rest, target
+
+
 @command("guest", "boot", guest=False)
 def _guest(wb: Workbench, args: str) -> object:
-    """guest NAME [ARGS...]: boot a bundled guest (or an ELF path), stopped at its first instruction."""
-    words = shlex.split(args)
+    """guest NAME [ARGS...] [--target kvm|qemu|auto]: boot a bundled guest (or an ELF path), stopped at its first instruction."""
+    words, target = split_target(shlex.split(args))
     if not words:
-        raise UsageError("usage: guest NAME [ARGS...]; bundled guests: " + ", ".join(kvmbench.GUEST_NAMES))
+        raise UsageError("usage: guest NAME [ARGS...] [--target kvm|qemu|auto]; bundled guests: "
+                         + ", ".join(kvmbench.GUEST_NAMES))
     if wb.session is not None:
         wb.close()
-    wb.session = kvmbench.open(words[0], args=words[1:], on_console=wb.on_console)
-    wb.guest_command = words
+    wb.session = kvmbench.open(words[0], args=words[1:], target=target, on_console=wb.on_console)
+    wb.guest_command = words + (["--target", target] if target != "kvm" else [])
     wb._last_registers = {}
     if wb._on_session is not None:
         wb._on_session(wb.session)
     return Text(f"{words[0]}: stopped at {wb.session.pc:#x} <{wb.describe_address(wb.session.pc)}>")
+
+
+@command("attach", guest=False)
+def _attach(wb: Workbench, args: str) -> object:
+    """attach HOST:PORT|unix:PATH [--symbols ELF]: debug the guest behind any GDB stub, stopped where it stands."""
+    words = shlex.split(args)
+    symbols = None
+    if "--symbols" in words:
+        at = words.index("--symbols")
+        if at + 1 == len(words):
+            raise UsageError("--symbols needs the guest's ELF")
+        symbols = words[at + 1]
+        del words[at:at + 2]
+    if len(words) != 1:
+        raise UsageError("usage: attach HOST:PORT|unix:PATH [--symbols ELF]")
+    if wb.session is not None:
+        wb.close()
+    wb.session = kvmbench.attach(words[0], symbols=symbols, on_console=wb.on_console)
+    wb.guest_command = []
+    wb._last_registers = {}
+    if wb._on_session is not None:
+        wb._on_session(wb.session)
+    return Text(f"attached to {words[0]}: stopped at {wb.session.pc:#x} "
+                f"<{wb.describe_address(wb.session.pc)}>")
 
 
 @command("kill", stopped=False)
