@@ -235,7 +235,13 @@ class Probes:
             raise ProbeRefused(str(e)) from None
 
     def _check_room(self, displacement: Displacement, bp: Breakpoint) -> None:
-        """No other request may be served inside the bytes the jump covers."""
+        """No other request may be served inside the bytes the jump covers,
+        nor another probe's bytes overlap them."""
+        start, end = displacement.address, displacement.end
+        for site in self.sites.values():
+            if site.address < end and start < site.end:
+                raise ProbeRefused(f"the in-guest probe at {site.address:#x} covers "
+                                   f"{site.address:#x}..{site.end - 1:#x}")
         for address, holders in self._s.serving.armed.items():
             if not displacement.address <= address < displacement.end:
                 continue
