@@ -28,8 +28,8 @@ linked at ``IMAGE_BASE`` reaches it with a ``jmp rel32``.
 
 A trampoline is counting code, then the displaced instructions' copies
 (:func:`kvmbench.arch.displacement.relocate`) and the jump back. The
-counting code (13 instructions; with the jumps there and back a hit costs
-15) saves rax and rdx in the header, reads the TSC, stores the entry at
+counting code (12 instructions; with the jumps there and back a hit costs
+14) saves rax and rdx in the header, reads the TSC, stores the entry at
 ``head`` and advances it, and restores the registers: only
 ``mov``, ``lea`` and ``rdtsc``, so the flags are never touched (no
 pushf/popf) and nothing is written below rsp (a red zone stays intact).
@@ -154,6 +154,14 @@ def counting_code(key: int) -> bytes:
 
 
 COUNTING_SIZE = len(counting_code(0))
+
+
+def hit_instructions() -> int:
+    """Guest instructions a probe adds to each hit: the counting code, the
+    jump to the trampoline and the jump back."""
+    from kvmbench.arch.instructions import disassemble
+
+    return len(disassemble(counting_code(0), AREA)) + 2
 
 
 class _DrainTimer(threading.Thread):
