@@ -1,8 +1,10 @@
 """The hit log: exact per-request totals plus a bounded ring of recent hits.
 
-Rows are (request number, time in ns, pc, caller or writer pc). The ring
-lives in preallocated ``array`` columns so recording a hit allocates nothing;
-plots read the columns as they are.
+Rows are (request number, time in ns, pc, caller or writer pc), in the
+order they were recorded: an in-guest probe's hits are recorded when its
+ring is drained, with the times they happened, so across mechanisms the
+times are not in order. The ring lives in preallocated ``array`` columns so
+recording a hit allocates nothing; plots read the columns as they are.
 """
 
 from __future__ import annotations
