@@ -206,6 +206,10 @@ class RunControl:
         if s.probes.lifted_around(pc):
             return self.leave_probe()
         if pc == s.reported_pc and s.serving.breakpoints_at(pc):
+            if s.probes.site_at(pc) is not None and self._counted_at != pc:
+                # Stopped at a probe before its jump ran (a pause): running
+                # the jump counts this execution, in the guest.
+                return None
             self._counted_at = pc
             return self.step_off(pc)
         return None
