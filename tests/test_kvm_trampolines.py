@@ -80,7 +80,7 @@ def test_interrupts_are_deferred_only_inside_counting_code() -> None:
 
 
 def test_the_bench_row_computes_its_ratios() -> None:
-    bench = ProbeBench(calls=1000, untraced_s=[1.0, 1.2, 1.1], probe_s=[2.2, 2.0, 2.1],
+    bench = ProbeBench(n=15, calls=1000, untraced_s=[1.0, 1.2, 1.1], probe_s=[2.2, 2.0, 2.1],
                        exit_s=[5.0, 5.1, 4.9], exit_mechanism="hlt trap", hit_instructions=14,
                        guest_instructions=10_000)
     assert round(bench.probe_ratio, 3) == round(2.1 / 1.1, 3)

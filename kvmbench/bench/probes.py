@@ -1,5 +1,5 @@
-"""``kvmbench bench``'s in-guest probe row: ``fib 20`` with a tracepoint on
-``fib`` (21891 calls) served by an in-guest probe, against the same guest
+"""``kvmbench bench``'s in-guest probe row: ``fib 20`` (``--fib N``) with a
+tracepoint on ``fib`` (21891 calls) served by an in-guest probe, against the same guest
 untraced and against the exit mechanism (a software trap), alternating in
 one run so all three see the same machine load.
 
@@ -23,12 +23,13 @@ from kvmbench.backends.kvm.trampolines import hit_instructions
 from kvmbench.engine.model import Mechanism, StopReason
 from kvmbench.errors import KvmbenchError
 
-GUEST, ARGS, TARGET = "fib", ["20"], "fib"
+GUEST, TARGET = "fib", "fib"
 GOAL = 1.15
 
 
 @dataclass(frozen=True)
 class ProbeBench:
+    n: int
     calls: int
     untraced_s: list[float] = field(default_factory=list)
     probe_s: list[float] = field(default_factory=list)
@@ -63,7 +64,7 @@ class ProbeBench:
     def describe(self) -> str:
         untraced = self._median(self.untraced_s)
         lines = [
-            f"in-guest probe: {GUEST} {' '.join(ARGS)}, a tracepoint on {TARGET} "
+            f"in-guest probe: {GUEST} {self.n}, a tracepoint on {TARGET} "
             f"({self.calls} hits), median of {len(self.untraced_s)} alternating runs",
             f"  untraced        {untraced:6.2f} s  1.00x",
             f"  in-guest probe  {self._median(self.probe_s):6.2f} s  {self.probe_ratio:.2f}x  "
@@ -89,9 +90,9 @@ class ProbeBench:
                 "exit_us_per_hit": self.per_hit_us(self.exit_s)}
 
 
-def _timed(caps: HostCapabilities, how: str) -> tuple[float, int, str]:
+def _timed(caps: HostCapabilities, n: int, how: str) -> tuple[float, int, str]:
     """(seconds from continue to exit, hits, mechanism) of one run."""
-    with kvmbench.open(GUEST, ARGS, capabilities=caps) as s:
+    with kvmbench.open(GUEST, [n], capabilities=caps) as s:
         bp = None
         if how == "probe":
             bp = s.breakpoints.trace(TARGET, mechanism=Mechanism.IN_GUEST_PROBE)
@@ -105,17 +106,17 @@ def _timed(caps: HostCapabilities, how: str) -> tuple[float, int, str]:
         return elapsed, (bp.hit_count if bp else 0), (bp.served_by if bp else "")
 
 
-def count_instructions(caps: HostCapabilities) -> int:
+def count_instructions(caps: HostCapabilities, n: int) -> int:
     """The untraced guest's instructions, boot to exit, by single-steps."""
-    with kvmbench.open(GUEST, ARGS, capabilities=caps) as s:
+    with kvmbench.open(GUEST, [n], capabilities=caps) as s:
         stop = s.stepi(1 << 62)
         if stop.reason is not StopReason.EXITED:
             raise KvmbenchError(f"the bench guest did not exit cleanly: {stop.describe()}")
         return int(stop.extra["steps"])
 
 
-def run_probe_bench(caps: HostCapabilities, repeat: int = 3,
-                    instructions: bool = True) -> ProbeBench:
+def run_probe_bench(caps: HostCapabilities, repeat: int = 3, instructions: bool = True,
+                    n: int = 20) -> ProbeBench:
     if not caps.works(Feature.IN_GUEST_PROBE):
         raise KvmbenchError(caps.why_not(Feature.IN_GUEST_PROBE))
     runs: dict[str, list[float]] = {"untraced": [], "probe": [], "exit": []}
@@ -123,7 +124,7 @@ def run_probe_bench(caps: HostCapabilities, repeat: int = 3,
     orders = (("untraced", "probe", "exit"), ("exit", "probe", "untraced"))
     for round_ in range(repeat):
         for how in orders[round_ % 2]:
-            seconds, hits, served = _timed(caps, how)
+            seconds, hits, served = _timed(caps, n, how)
             runs[how].append(seconds)
             if how != "untraced":
                 if calls and hits != calls:
@@ -131,5 +132,5 @@ def run_probe_bench(caps: HostCapabilities, repeat: int = 3,
                 calls = hits
             if how == "exit":
                 mechanism = served
-    return ProbeBench(calls, runs["untraced"], runs["probe"], runs["exit"], mechanism,
-                      hit_instructions(), count_instructions(caps) if instructions else None)
+    return ProbeBench(n, calls, runs["untraced"], runs["probe"], runs["exit"], mechanism,
+                      hit_instructions(), count_instructions(caps, n) if instructions else None)

@@ -118,7 +118,7 @@ def bench_case(case: BenchCase, floor_binary: Path, hits: int, repeat: int,
                     round(floor_us / our_us, 2), f"served by {mechanism}")
 
 
-def run_bench(hits: int = 2000, repeat: int = 3, as_json: bool = False) -> int:
+def run_bench(hits: int = 2000, repeat: int = 3, as_json: bool = False, fib: int = 20) -> int:
     """Measure every mechanism this host delivers; print the table, then the
     in-guest probe against untraced and the exit mechanism."""
     from kvmbench.bench.probes import run_probe_bench
@@ -135,7 +135,7 @@ def run_bench(hits: int = 2000, repeat: int = 3, as_json: bool = False) -> int:
             rows.append(bench_case(case, binary, hits, repeat, caps))
     probe = None
     if caps.works(Feature.IN_GUEST_PROBE):
-        probe = run_probe_bench(caps, repeat)
+        probe = run_probe_bench(caps, repeat, n=fib)
     else:
         skipped.append(f"in-guest probe: {caps.why_not(Feature.IN_GUEST_PROBE)}")
     if as_json:
