@@ -71,7 +71,7 @@ def test_the_rewind_point_is_the_load_of_head_and_the_guard_follows_the_ring() -
 
 
 def test_interrupts_are_deferred_only_inside_counting_code() -> None:
-    area = T.ProbeArea(machine=None)
+    area = T.ProbeArea(machine=None)  # type: ignore[arg-type]  # no machine is asked
     area._next_slot = 2  # two trampolines written
     assert area.defers_interrupt(T.AREA) and area.defers_interrupt(T.AREA + T.SLOT_SIZE + 3)
     assert not area.defers_interrupt(T.AREA + T.COUNTING_SIZE)  # the displaced copies

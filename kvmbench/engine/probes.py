@@ -31,6 +31,7 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -388,14 +389,29 @@ class Probes:
             return 0
         s = self._s
         hits = s.target.drain_probes()
-        log = s.hits
+        if not len(hits):
+            return 0
         by_key = self._by_key
+        for key, count in Counter(hits.keys).items():
+            site = by_key.get(key)
+            for bp in site.users if site is not None else ():
+                bp.hit_count += count
+        users = {key: site.users for key, site in by_key.items()}
+        if all(len(u) <= 1 for u in users.values()):  # one tracepoint a probe: columns at once
+            number = {key: u[0].number for key, u in users.items() if u}
+            address = {key: by_key[key].address for key in number}
+            keys, times, callers = hits.keys, hits.time_ns, hits.callers
+            if not all(key in number for key in set(keys)):  # a probe that went meanwhile
+                kept = [k for k, key in enumerate(keys) if key in number]
+                keys = [keys[k] for k in kept]
+                times, callers = [times[k] for k in kept], [callers[k] for k in kept]
+            s.hits.record_many([number[key] for key in keys], [address[key] for key in keys],
+                               callers, times)
+            return len(hits)
+        log = s.hits
         for key, time_ns, caller in zip(hits.keys, hits.time_ns, hits.callers):
             site = by_key.get(key)
-            if site is None:
-                continue
-            for bp in site.users:
-                bp.hit_count += 1
+            for bp in site.users if site is not None else ():
                 log.record(bp.number, site.address, caller, time_ns)
         return len(hits)
 

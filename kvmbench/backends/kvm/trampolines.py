@@ -67,6 +67,7 @@ import threading
 import time
 from array import array
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from kvmbench.arch.displacement import (
     JMP_REL32_SIZE,
@@ -79,6 +80,9 @@ from kvmbench.backends.kvm import abi, layout
 from kvmbench.backends.kvm.memory import translate
 from kvmbench.backends.target import ProbeHits, ProbeInstalled
 from kvmbench.errors import GuestMemoryError, KvmError, ProbeRefused
+
+if TYPE_CHECKING:
+    from kvmbench.backends.kvm.machine import Machine
 
 PAGE = 4096
 AREA = layout.PROBE_AREA_ADDR
@@ -167,7 +171,7 @@ def hit_instructions() -> int:
 class _DrainTimer(threading.Thread):
     """Asks a running guest to exit every ``DRAIN_INTERVAL`` seconds."""
 
-    def __init__(self, machine: object) -> None:
+    def __init__(self, machine: "Machine") -> None:
         super().__init__(name="kvmbench-probe-drain", daemon=True)
         self._machine = machine
         self.stopped = threading.Event()
@@ -175,15 +179,15 @@ class _DrainTimer(threading.Thread):
     def run(self) -> None:
         machine = self._machine
         while not self.stopped.wait(DRAIN_INTERVAL):
-            if machine.running:  # type: ignore[attr-defined]
-                machine.request_drain()  # type: ignore[attr-defined]
+            if machine.running:
+                machine.request_drain()
 
 
 class ProbeArea:
     """The probe area of one :class:`~kvmbench.backends.kvm.machine.Machine`,
     set up when the first probe is installed."""
 
-    def __init__(self, machine: object) -> None:
+    def __init__(self, machine: "Machine") -> None:
         self._machine = machine
         self._map: mmap.mmap | None = None
         self._slots: list[abi.kvm_userspace_memory_region] = []
@@ -216,7 +220,7 @@ class ProbeArea:
         anchor = ctypes.c_char.from_buffer(area)
         host = ctypes.addressof(anchor)
         del anchor
-        vm = machine.vm  # type: ignore[attr-defined]
+        vm = machine.vm
         # Two slots at the top of the slot numbers, away from the ones
         # GuestMemory takes from 0 up (api.rst: KVM_CAP_NR_MEMSLOTS).
         top = vm.check_extension(abi.KVM_CAP_NR_MEMSLOTS) or 32
@@ -228,7 +232,7 @@ class ProbeArea:
             vm.set_user_memory_region(region)
             self._slots.append(region)
         self._map = area
-        machine.probe_hooks = self  # type: ignore[attr-defined]
+        machine.probe_hooks = self
         self._timer = _DrainTimer(machine)
         self._timer.start()
         return area
@@ -322,7 +326,7 @@ class ProbeArea:
         the guest runs, far less than the 2**32 ticks (over a second at
         4 GHz) after which its low half would wrap, so the high half is
         the one that puts it at or before now."""
-        vcpu = self._machine.vcpu  # type: ignore[attr-defined]
+        vcpu = self._machine.vcpu
         now_ns = time.perf_counter_ns()
         try:
             if self._tsc_khz is None:
@@ -372,8 +376,8 @@ class ProbeArea:
     def guard_pages(self) -> frozenset[int]:
         """The page numbers of the paging structures that map the area now."""
         machine = self._machine
-        sregs = machine.get_sregs()  # type: ignore[attr-defined]
-        memory = machine.memory  # type: ignore[attr-defined]
+        sregs = machine.get_sregs()
+        memory = machine.memory
         if not sregs.cr0 & (1 << 31):
             return frozenset()
         tables: list[int] = []
@@ -398,10 +402,10 @@ class ProbeArea:
     def mapped(self) -> bool:
         """Whether every page of the area in use translates to itself."""
         machine = self._machine
-        sregs = machine.get_sregs()  # type: ignore[attr-defined]
+        sregs = machine.get_sregs()
         if not self._suspect and sregs.cr3 == self._verified_cr3:
             return True
-        memory = machine.memory  # type: ignore[attr-defined]
+        memory = machine.memory
         used = [AREA + offset for offset in range(0, max(self._next_slot * SLOT_SIZE, 1), PAGE)]
         used += list(range(HEADER, GUARD, PAGE))
         for page in used:
@@ -421,12 +425,12 @@ class ProbeArea:
             self._timer.join()
             self._timer = None
         machine = self._machine
-        if machine.probe_hooks is self:  # type: ignore[attr-defined]
-            machine.probe_hooks = None  # type: ignore[attr-defined]
+        if machine.probe_hooks is self:
+            machine.probe_hooks = None
         for region in self._slots:
             region.memory_size = 0
             try:
-                machine.vm.set_user_memory_region(region)  # type: ignore[attr-defined]
+                machine.vm.set_user_memory_region(region)
             except OSError:
                 pass  # the VM fd may already be gone; the mapping still goes
         self._slots = []
