@@ -159,7 +159,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from kvmbench.bench.remote import main as run_remote_bench
 
         return run_remote_bench(repeat=args.repeat, as_json=args.json)
-    status = run_bench(hits=args.hits, repeat=args.repeat, as_json=args.json)
+    status = run_bench(hits=args.hits, repeat=args.repeat, as_json=args.json, fib=args.fib)
     if args.panel:
         from kvmbench.bench.panel import run_panel_bench
 
@@ -235,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instead: gdb's counted hits/s through kvmbench's GDB server vs QEMU TCG's gdbstub")
     p.add_argument("--panel", action="store_true",
                    help="also measure what a live debugger panel costs a running guest")
+    p.add_argument("--fib", type=int, default=20, metavar="N",
+                   help="the in-guest probe row traces fib N (default 20)")
     p.add_argument("--target", default="kvm", choices=("kvm", "qemu"),
                    help="qemu: counted hits/s through kvmbench's GDB remote client vs gdb on QEMU TCG")
     p.set_defaults(func=cmd_bench)

@@ -91,6 +91,11 @@ class MechanismUnavailable(BreakpointError):
     """The host does not deliver the requested mechanism (says why)."""
 
 
+class ProbeRefused(BreakpointError):
+    """An in-guest probe cannot serve a request here; the message says why
+    (the planner then serves it with an exit mechanism)."""
+
+
 class ConditionError(BreakpointError):
     """A breakpoint condition that does not compile or raised when evaluated."""
 

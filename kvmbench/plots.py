@@ -17,6 +17,7 @@ no pyplot, no global figure registry, nothing to close.
 from __future__ import annotations
 
 import io
+import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -108,7 +109,9 @@ def over_time_data(source: "Session | HitLog", numbers: Iterable[int] | None = N
     wanted = set(numbers) if numbers is not None else None
     if not len(rows):
         return SeriesData("hits over time", ())
-    t0, t1 = rows.time_ns[0], rows.time_ns[-1]
+    # Rows are in the order recorded: an in-guest probe's hits come in at a
+    # drain, with the times they happened, after later exits' hits.
+    t0, t1 = min(rows.time_ns), max(rows.time_ns)
     width = max((t1 - t0) / bins, 1.0)
     per: dict[int, list[int]] = {}
     for number, when in zip(rows.number, rows.time_ns):
@@ -207,6 +210,75 @@ def _empty(ax: object, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="#888")  # type: ignore[attr-defined]
     ax.set_xticks([])  # type: ignore[attr-defined]
     ax.set_yticks([])  # type: ignore[attr-defined]
+
+
+def _axis_end(largest: int) -> float:
+    """An x-axis end with room for ``largest`` and its number: 1, 2 or 5
+    times a power of ten, at least 1.15 times it (what margins give)."""
+    want = max(largest * 1.15, 1.0)
+    power = 10.0 ** math.floor(math.log10(want))
+    return next(m * power for m in (1, 2, 5, 10) if m * power >= want)
+
+
+class LiveBars:
+    """PNGs of bar plots whose values change from one drawing to the next
+    (the panel's live plot) at about a fifth of :func:`png`'s cost.
+
+    Matplotlib's blitting (its "Faster rendering by using blitting"
+    guide): the figure, its axes, ticks and labels are drawn once with the
+    bars and their numbers left out (``animated``), and a drawing restores
+    that background and draws only the bars and numbers over it, then
+    encodes the pixels (PNG at zlib level 1). New labels, or a value that
+    outgrows the axis, draw the figure anew. Other plots go to :func:`png`.
+    """
+
+    def __init__(self, **size: float) -> None:
+        self._size = size
+        self._key: tuple[object, ...] | None = None
+        self._limit = 0.0
+        self._figure: Figure | None = None
+        self._bars: list[object] = []
+        self._numbers: list[object] = []
+        self._background: object = None
+
+    def png(self, data: PlotData) -> bytes:
+        if not isinstance(data, BarData) or not data.values:
+            return png(data, **self._size)
+        key = (data.title, data.labels, data.xlabel)
+        if key != self._key or max(data.values) * 1.15 > self._limit:
+            self._build(data)
+        return self._redraw(data)
+
+    def _build(self, data: BarData) -> None:
+        self._limit = _axis_end(max(data.values))
+        fig = figure(data, **self._size)
+        ax = fig.axes[0]
+        ax.set_xlim(0, self._limit)
+        self._bars = list(ax.patches)
+        self._numbers = list(ax.texts)
+        for artist in (*self._bars, *self._numbers):
+            artist.set_animated(True)  # left out of the background
+        fig.canvas.draw()
+        self._background = fig.canvas.copy_from_bbox(fig.bbox)
+        self._figure, self._key = fig, (data.title, data.labels, data.xlabel)
+
+    def _redraw(self, data: BarData) -> bytes:
+        from PIL import Image
+
+        fig = self._figure
+        assert fig is not None
+        canvas, ax = fig.canvas, fig.axes[0]
+        canvas.restore_region(self._background)
+        for y, (bar, number, value) in enumerate(zip(self._bars, self._numbers, data.values)):
+            bar.set_width(value)  # type: ignore[attr-defined]
+            number.xy = (value, y)  # type: ignore[attr-defined]
+            number.set_text(str(value))  # type: ignore[attr-defined]
+            ax.draw_artist(bar)
+            ax.draw_artist(number)
+        buffer = io.BytesIO()
+        Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba(), "raw", "RGBA",
+                         0, 1).save(buffer, format="png", compress_level=1)
+        return buffer.getvalue()
 
 
 def png(data: PlotData, **size: float) -> bytes:

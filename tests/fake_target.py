@@ -12,12 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
+from kvmbench.arch.displacement import Displacement
 from kvmbench.arch.profiles import X86_64
 from kvmbench.backends.capabilities import Feature, HostCapabilities, ProbeResult
 from kvmbench.backends.target import (
     CONTINUE,
     Exited,
     Halted,
+    ProbeHits,
+    ProbeInstalled,
     Resume,
     ResumeMode,
     SlotHit,
@@ -29,7 +32,7 @@ from kvmbench.backends.target import (
     TargetEvent,
     TrapExecuted,
 )
-from kvmbench.errors import GuestMemoryError, UsageError
+from kvmbench.errors import GuestMemoryError, ProbeRefused, UsageError
 from kvmbench.symbols.model import Symbol, SymbolKind
 from kvmbench.symbols.table import SymbolTable
 
@@ -46,9 +49,11 @@ def features(*missing: Feature) -> HostCapabilities:
 
 
 def capabilities(*missing: Feature) -> TargetCapabilities:
-    """What kvmbench's VMM offers (slots, hlt traps, write traps), less ``missing``."""
+    """What kvmbench's VMM offers (slots, hlt traps, write traps), less
+    ``missing``; no in-guest probes."""
     return TargetCapabilities(name="fake", features=features(*missing), slot_profile=X86_64,
-                              software_traps=(HLT,), write_traps=True, physical_memory=True)
+                              software_traps=(HLT,), write_traps=True, physical_memory=True,
+                              probes_unavailable="the fake target runs no trampolines")
 
 
 class FakeTarget:
@@ -145,6 +150,22 @@ class FakeTarget:
 
     def remove_stub_watchpoint(self, address: int, length: int, access: StubAccess) -> None:
         pass
+
+    # in-guest probes: not offered
+    def install_probe(self, displacement: Displacement) -> ProbeInstalled:
+        raise ProbeRefused("the fake target runs no trampolines")
+
+    def remove_probe(self, key: int) -> None:
+        raise AssertionError("no probe was installed on the fake target")
+
+    def drain_probes(self) -> ProbeHits:
+        return ProbeHits([], [], [])
+
+    def probe_guard_pages(self) -> frozenset[int]:
+        return frozenset()
+
+    def probe_area_mapped(self) -> bool:
+        return False
 
     # running
     def resume(self, how: Resume = CONTINUE) -> TargetEvent:

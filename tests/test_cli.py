@@ -104,7 +104,8 @@ def test_probe_from_scratch_finishes_within_ten_seconds(tmp_path) -> None:  # ty
 
 
 def test_bench_prints_a_ratio_for_every_mechanism_the_host_delivers() -> None:
-    result = kvmbench("bench", "--hits", "200", "--repeat", "1", "--json", timeout=300)
+    result = kvmbench("bench", "--hits", "200", "--repeat", "1", "--fib", "12", "--json",
+                      timeout=300)
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     rows = {row["name"]: row for row in data["rows"]}
@@ -113,6 +114,10 @@ def test_bench_prints_a_ratio_for_every_mechanism_the_host_delivers() -> None:
         # The ratio is printed to two decimals, the times to two as well.
         assert row["ratio"] == pytest.approx(row["floor_us"] / row["kvmbench_us"], rel=0.02, abs=0.006)
     assert all(": " in line for line in data["skipped"])  # each skip says why
+    probe = data["probe"]  # the in-guest probe row, where the host runs probes
+    if probe is not None:
+        assert probe["calls"] == 465 and probe["exit_mechanism"] and probe["hit_instructions"] > 2
+        assert probe["guest_instructions"] > probe["calls"]
 
 
 @pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86_64 is not installed")

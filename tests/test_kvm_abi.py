@@ -55,6 +55,11 @@ CHECKS: list[tuple[str, int]] = [
     ("KVM_CREATE_VM", ioctls.KVM_CREATE_VM),
     ("KVM_GUESTDBG_BLOCKIRQ", abi.KVM_GUESTDBG_BLOCKIRQ),
     ("KVM_CAP_SET_GUEST_DEBUG2", abi.KVM_CAP_SET_GUEST_DEBUG2),
+    ("KVM_CAP_GET_TSC_KHZ", abi.KVM_CAP_GET_TSC_KHZ),
+    ("KVM_GET_MSRS", ioctls.KVM_GET_MSRS),
+    ("KVM_GET_TSC_KHZ", ioctls.KVM_GET_TSC_KHZ),
+    ("sizeof(struct kvm_msr_entry)", ctypes.sizeof(abi.kvm_msr_entry)),
+    ("offsetof(struct kvm_msrs, entries)", abi.kvm_msrs.entries.offset),
 ]
 
 

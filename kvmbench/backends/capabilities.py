@@ -25,6 +25,7 @@ class Feature(enum.Enum):
     READONLY_MEMSLOT = "read-only memslot (MMIO exit)"
     SYNC_REGS = "SYNC_REGS"
     INTERRUPT_INJECTION = "interrupt injection (KVM_INTERRUPT)"
+    IN_GUEST_PROBE = "in-guest probe (jump to a VMM trampoline)"
 
 
 @dataclass(frozen=True)

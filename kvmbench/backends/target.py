@@ -21,6 +21,7 @@ from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from kvmbench.arch.displacement import Displacement
 from kvmbench.arch.profiles import DebugProfile, SlotKind
 from kvmbench.backends.capabilities import Feature, HostCapabilities
 
@@ -34,6 +35,20 @@ class SoftwareTrap:
     #: The engine's mechanism name for it ("int3 trap", "hlt trap").
     name: str
     opcode: int
+
+
+@dataclass(frozen=True)
+class ProbeSupport:
+    """The target runs in-guest probes: trampolines in memory it owns,
+    mapped for the guest at guest-virtual ``area`` [start, end), which a
+    ``jmp rel32`` reaches from code within 2 GiB of it. A trampoline counts
+    a hit into a ring of ``ring_entries`` entries without an exit; the
+    target reports :class:`ProbesDue` when the ring fills, and every
+    ``drain_interval`` seconds of a continuing run."""
+
+    area: tuple[int, int]
+    ring_entries: int
+    drain_interval: float
 
 
 class StubAccess(enum.Enum):
@@ -74,6 +89,10 @@ class TargetCapabilities:
     #: Guest-physical ranges the target itself uses ([start, end), what):
     #: no trap byte or page trap may go there.
     reserved: tuple[tuple[int, int, str], ...] = ()
+    #: In-guest probes (:meth:`Target.install_probe`), or None with
+    #: ``probes_unavailable`` saying why.
+    probes: ProbeSupport | None = None
+    probes_unavailable: str = ""
 
     def works(self, feature: Feature) -> bool:
         return self.features.works(feature)
@@ -209,10 +228,56 @@ class Exited:
     detail: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class ProbesDue:
+    """In-guest probes want their hits drained (:meth:`Target.drain_probes`):
+    their ring filled, or the drain interval passed. Nothing else happened;
+    the run goes on."""
+
+    pc: int
+
+
 TargetEvent = (
     TrapExecuted | SlotHit | Stepped | StoreTrapped | StoreStepped | StubBreakpointHit
-    | StubWatchHit | GuestDebugTrap | Paused | Halted | Exited
+    | StubWatchHit | GuestDebugTrap | Paused | Halted | Exited | ProbesDue
 )
+
+
+# --- in-guest probes ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProbeInstalled:
+    """A trampoline the target wrote for one displacement."""
+
+    #: Names this probe's hits in :meth:`Target.drain_probes`.
+    key: int
+    #: The trampoline's [start, end).
+    trampoline: tuple[int, int]
+    #: What the engine plants over the displaced bytes: the jump to the
+    #: trampoline, padded to the displacement's length.
+    patch: bytes
+    #: [start, end) of the trampoline's counting code, which runs before
+    #: the displaced copies: a hit is in the ring once rip has left it.
+    counting: tuple[int, int]
+    #: (original address, copy's start, copy's end) of each displaced
+    #: instruction; the jump back to the original code follows the last.
+    copies: tuple[tuple[int, int, int], ...]
+
+
+@dataclass(frozen=True)
+class ProbeHits:
+    """Hits the probes counted since the last drain, oldest first, as
+    parallel columns: the probe's key, when (``time.perf_counter_ns``'s
+    clock) and the word at the top of the stack at the probed instruction
+    (the return address at a function's entry)."""
+
+    keys: list[int]
+    time_ns: list[int]
+    callers: list[int]
+
+    def __len__(self) -> int:
+        return len(self.keys)
 
 
 # --- requests -------------------------------------------------------------------
@@ -350,6 +415,35 @@ class Target(Protocol):
     def insert_stub_watchpoint(self, address: int, length: int, access: StubAccess) -> bool: ...
 
     def remove_stub_watchpoint(self, address: int, length: int, access: StubAccess) -> None: ...
+
+    # in-guest probes (``probes`` targets)
+
+    def install_probe(self, displacement: Displacement) -> ProbeInstalled:
+        """Write a trampoline that counts a hit, runs the displaced
+        instructions relocated and jumps back; the engine plants the patch.
+        Raises ProbeRefused when it cannot (the area is full, out of reach)."""
+        ...
+
+    def remove_probe(self, key: int) -> None:
+        """The engine no longer plants probe ``key``. Its trampoline stays (a
+        guest context interrupted inside it returns there) and its hits
+        still drain."""
+        ...
+
+    def drain_probes(self) -> ProbeHits:
+        """The hits counted since the last drain; empties the ring."""
+        ...
+
+    def probe_guard_pages(self) -> frozenset[int]:
+        """Guest-physical pages whose stores may unmap the probe area (the
+        paging structures that map it): the engine traps stores to them."""
+        ...
+
+    def probe_area_mapped(self) -> bool:
+        """Whether the guest's page tables still map the probe area where
+        the trampolines expect it (checked again only after a store to a
+        guard page or a CR3 change)."""
+        ...
 
     # running
 

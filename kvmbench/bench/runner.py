@@ -118,8 +118,11 @@ def bench_case(case: BenchCase, floor_binary: Path, hits: int, repeat: int,
                     round(floor_us / our_us, 2), f"served by {mechanism}")
 
 
-def run_bench(hits: int = 2000, repeat: int = 3, as_json: bool = False) -> int:
-    """Measure every mechanism this host delivers; print the table."""
+def run_bench(hits: int = 2000, repeat: int = 3, as_json: bool = False, fib: int = 20) -> int:
+    """Measure every mechanism this host delivers; print the table, then the
+    in-guest probe against untraced and the exit mechanism."""
+    from kvmbench.bench.probes import run_probe_bench
+
     caps = probe_host()
     rows: list[BenchRow] = []
     skipped: list[str] = []
@@ -130,8 +133,14 @@ def run_bench(hits: int = 2000, repeat: int = 3, as_json: bool = False) -> int:
                 skipped.append(f"{case.name}: {caps.why_not(case.needs)}")
                 continue
             rows.append(bench_case(case, binary, hits, repeat, caps))
+    probe = None
+    if caps.works(Feature.IN_GUEST_PROBE):
+        probe = run_probe_bench(caps, repeat, n=fib)
+    else:
+        skipped.append(f"in-guest probe: {caps.why_not(Feature.IN_GUEST_PROBE)}")
     if as_json:
         print(json.dumps({"host": caps.host, "rows": [asdict(r) for r in rows],
+                          "probe": probe.as_dict() if probe is not None else None,
                           "skipped": skipped}, indent=1))
         return 0
     print(f"host: {caps.host}; guest {GUEST}, {hits} hits, median of {repeat} alternating runs")
@@ -145,4 +154,6 @@ def run_bench(hits: int = 2000, repeat: int = 3, as_json: bool = False) -> int:
         print("  ".join(c.ljust(w) for c, w in zip(t, widths)).rstrip())
     for line in skipped:
         print(f"skipped {line}")
+    if probe is not None:
+        print(probe.describe())
     return 0

@@ -1,8 +1,10 @@
 """The hit log: exact per-request totals plus a bounded ring of recent hits.
 
-Rows are (request number, time in ns, pc, caller or writer pc). The ring
-lives in preallocated ``array`` columns so recording a hit allocates nothing;
-plots read the columns as they are.
+Rows are (request number, time in ns, pc, caller or writer pc), in the
+order they were recorded: an in-guest probe's hits are recorded when its
+ring is drained, with the times they happened, so across mechanisms the
+times are not in order. The ring lives in preallocated ``array`` columns so
+recording a hit allocates nothing; plots read the columns as they are.
 """
 
 from __future__ import annotations
@@ -44,17 +46,39 @@ class HitLog:
         self.totals: Counter[int] = Counter()
         self.start_ns = time.perf_counter_ns()
 
-    def record(self, number: int, pc: int, caller: int) -> None:
+    def record(self, number: int, pc: int, caller: int, time_ns: int | None = None) -> None:
         """Count one hit of request ``number`` at ``pc`` (caller: return address
-        for breakpoints, the writer's pc for watchpoints)."""
+        for breakpoints, the writer's pc for watchpoints), made now or at
+        ``time_ns`` (``time.perf_counter_ns``'s clock: an in-guest probe's
+        hits are recorded when they are drained, with the time they happened)."""
         i = self._next
         self._number[i] = number
-        self._time[i] = time.perf_counter_ns()
+        self._time[i] = time.perf_counter_ns() if time_ns is None else time_ns
         self._pc[i] = pc
         self._caller[i] = caller
         self._next = 0 if i + 1 == self.capacity else i + 1
         self._recorded += 1
         self.totals[number] += 1
+
+    def record_many(self, numbers: list[int], pcs: list[int], callers: list[int],
+                    times_ns: list[int]) -> None:
+        """:meth:`record` for many hits at once, oldest first, as columns
+        (an in-guest probe's ring at a drain: thousands of hits)."""
+        count = len(numbers)
+        if count == 0:
+            return
+        self._recorded += count
+        self.totals.update(numbers)
+        keep = min(count, self.capacity)  # older ones the ring would drop at once
+        start = count - keep
+        i = self._next
+        first = min(keep, self.capacity - i)
+        for column, values, kind in ((self._number, numbers, "q"), (self._time, times_ns, "q"),
+                                     (self._pc, pcs, "Q"), (self._caller, callers, "Q")):
+            column[i:i + first] = array(kind, values[start:start + first])
+            if keep > first:
+                column[0:keep - first] = array(kind, values[start + first:count])
+        self._next = (i + keep) % self.capacity
 
     @property
     def recorded(self) -> int:

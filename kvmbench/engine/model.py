@@ -39,6 +39,9 @@ class Mechanism(enum.Enum):
     STUB_BREAKPOINT = "stub breakpoint (Z0)"
     STUB_HW_BREAKPOINT = "stub hw breakpoint (Z1)"
     STUB_WATCH = "stub watchpoint (Z2-Z4)"
+    #: A jump to a VMM-owned trampoline that counts in the guest, without
+    #: an exit per hit (unconditional tracepoints on the native target).
+    IN_GUEST_PROBE = "in-guest probe"
 
     @property
     def is_software_trap(self) -> bool:

@@ -5,6 +5,12 @@ through the debugger sees the original bytes; every write made through the
 debugger, or by the guest over a patched byte (self-modifying code), becomes
 the new original and the trap is re-armed over it. Removing the last patch
 at an address, or detaching, puts the original back.
+
+An in-guest probe patches several bytes (a jump), each a patch here with
+the probe as its ``owner``. A jump's trampoline holds copies of the
+originals, so re-arming it over new originals would run stale code: an
+owner whose originals change is noted in :attr:`PatchTable.stale`, and
+the engine rebuilds or replaces that probe before the guest runs again.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ class Patch:
     users: int = 1
     #: False while the original is back in place to step over it.
     armed: bool = True
+    #: The multi-byte patch this byte belongs to (an in-guest probe), if any.
+    owner: object | None = None
 
 
 class PatchTable:
@@ -42,6 +50,8 @@ class PatchTable:
         #: Page number -> the patches on it: reads and writes look only at
         #: the pages they touch, however many traps there are.
         self._by_page: dict[int, dict[int, Patch]] = {}
+        #: Owners whose original bytes changed under their patch.
+        self.stale: set[object] = set()
 
     def __contains__(self, address: int) -> bool:
         return address in self._patches
@@ -55,17 +65,30 @@ class PatchTable:
     def get(self, address: int) -> Patch | None:
         return self._patches.get(address)
 
-    def insert(self, address: int, opcode: int) -> Patch:
-        """Arm a trap at ``address`` (or share the one already there)."""
+    def insert(self, address: int, opcode: int, owner: object | None = None) -> Patch:
+        """Arm a trap at ``address`` (or share the one already there). A byte
+        of an ``owner``'s patch is never shared: the engine keeps other
+        patches off an owner's bytes."""
         patch = self._patches.get(address)
         if patch is not None:
+            assert owner is None and patch.owner is None, "a probe's bytes are not shared"
             patch.users += 1
             return patch
         original = self._memory.read(address, 1)[0]
         self._memory.write(address, bytes([opcode]))
-        patch = self._patches[address] = Patch(address, original, opcode)
+        patch = self._patches[address] = Patch(address, original, opcode, owner=owner)
         self._by_page.setdefault(address >> PAGE_SHIFT, {})[address] = patch
         return patch
+
+    def _new_original(self, patch: Patch, value: int) -> None:
+        if value != patch.original and patch.owner is not None:
+            self.stale.add(patch.owner)
+        patch.original = value
+
+    def take_stale(self) -> set[object]:
+        """Owners whose originals changed since the last call."""
+        stale, self.stale = self.stale, set()
+        return stale
 
     def _forget(self, address: int) -> None:
         del self._patches[address]
@@ -119,7 +142,7 @@ class PatchTable:
         if patch is not None and not patch.armed:
             current = self._memory.read(address, 1)[0]
             # The stepped instruction may have rewritten its own first byte.
-            patch.original = current
+            self._new_original(patch, current)
             self._memory.write(address, bytes([patch.opcode]))
             patch.armed = True
 
@@ -166,7 +189,7 @@ class PatchTable:
             return
         out = bytearray(data)
         for patch in hits:
-            patch.original = data[patch.address - address]
+            self._new_original(patch, data[patch.address - address])
             if patch.armed:
                 out[patch.address - address] = patch.opcode
         self._memory.write(address, bytes(out))
@@ -179,7 +202,7 @@ class PatchTable:
             if patch.armed:
                 current = self._memory.read(patch.address, 1)[0]
                 if current != patch.opcode:
-                    patch.original = current
+                    self._new_original(patch, current)
                     self._memory.write(patch.address, bytes([patch.opcode]))
 
     def pages(self) -> set[int]:

@@ -30,6 +30,7 @@ from kvmbench.backends.target import (
     Exited,
     Halted,
     Paused,
+    ProbesDue,
     Resume,
     ResumeMode,
     Stepped,
@@ -43,6 +44,7 @@ from kvmbench.engine.model import Breakpoint, Mechanism, Stop, StopReason
 from kvmbench.engine.stops import (
     BreakpointHit,
     GuestOwned,
+    ProbesToDrain,
     RunEnded,
     StoreToTrappedPage,
     WatchTrapped,
@@ -82,6 +84,7 @@ class RunControl:
         event: the run goes on."""
         s = self._s
         while True:
+            s.probes.settle(s.target.pc)
             s.serving.program()
             event = s.target.resume(how)
             if not isinstance(event, Paused) or not s.apply_while_paused():
@@ -108,6 +111,9 @@ class RunControl:
             physical = s.target.translate(over.pc)
             s.serving.patches.lift(physical)
             over.physical.add(physical)
+        site = s.probes.site_at(over.pc) if over.pc is not None else None
+        if site is not None:
+            s.probes.lift(site)  # planted again once rip has left its bytes (settle)
 
     def lift_physical(self, physical: int) -> "_SteppedOver":
         """Lift the trap byte at guest-physical ``physical`` until :meth:`rearm`."""
@@ -170,6 +176,9 @@ class RunControl:
             return None if ended is None else self._ended(ended)
         if isinstance(decision, RunEnded):
             return self._ended(decision.event)
+        if isinstance(decision, ProbesToDrain):
+            s.probes.drain()
+            return None
         return None  # a step: whoever stepped looks at it
 
     def _ended(self, event: TargetEvent) -> Stop:
@@ -196,9 +205,27 @@ class RunControl:
                 return self._ended(ended)
             if s.target.pc != pc:
                 return None
+        if s.probes.lifted_around(pc):
+            return self.leave_probe()
         if pc == s.reported_pc and s.serving.breakpoints_at(pc):
+            if s.probes.site_at(pc) is not None and self._counted_at != pc:
+                # Stopped at a probe before its jump ran (a pause): running
+                # the jump counts this execution, in the guest.
+                return None
             self._counted_at = pc
             return self.step_off(pc)
+        return None
+
+    def leave_probe(self) -> Stop | None:
+        """Step, interrupts held, until rip has left the bytes of a lifted
+        probe: no interrupt may save a rip there, and the probe is planted
+        again (settle) only once rip is past them."""
+        s = self._s
+        while s.probes.lifted_around(s.target.pc):
+            stop = self.step_instruction()
+            if stop is not None:
+                return stop
+        self._counted_at = None
         return None
 
     def step_off(self, pc: int, users: Sequence[Breakpoint] | None = None) -> Stop | None:
@@ -211,6 +238,9 @@ class RunControl:
             users = [b for b in s.serving.breakpoints_at(pc) if b.mechanism is not None]
         if not users:
             return None
+        if s.probes.site_at(pc) is not None:
+            # Step the original instructions under the jump, all of them.
+            return self.run_out(pc) or self.leave_probe()
         if not s.serving.step_compare_watches and self._emulate_push(pc):
             self._counted_at = None
             return None
@@ -331,7 +361,9 @@ class RunControl:
             return stop
         over = self._lift(pc)
         try:
-            event, stop = self._step(hold=False, skip_at=pc)
+            # No interrupt may save a rip inside a probe's bytes: they hold
+            # a jump again once rip has left them.
+            event, stop = self._step(hold=s.probes.covering(pc) is not None, skip_at=pc)
         finally:
             self._rearm(over)
         if s.target.pc != pc:
@@ -387,6 +419,9 @@ class RunControl:
             if isinstance(event, Stepped):
                 done += event.count
                 dr6 = event.dr6
+                continue
+            if isinstance(event, ProbesDue):
+                s.probes.drain()  # no step ended by it
                 continue
             if not isinstance(event, Exited):
                 done += 1  # the event ended a step (a store, a guest hlt handed back)

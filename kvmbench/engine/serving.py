@@ -2,18 +2,20 @@
 and keeping the target programmed for exactly what is armed.
 
 The planner proposes mechanisms; :class:`Serving` tries them in order
-(a hardware slot may be taken, a stub may refuse) and keeps the state they
-need: the patch table of software traps, the slot table, the stub's own
-inserts, and the guest-physical pages whose stores must exit (page-trap
-watches, and pages holding software traps, so that a guest store over a
-trap byte is seen). :meth:`Serving.program` pushes changes to the target
-before the next resume.
+(a hardware slot may be taken, a stub may refuse, a probe may be unsafe)
+and keeps the state they need: the patch table of software traps and
+probes, the slot table, the stub's own inserts, and the guest-physical
+pages whose stores must exit (page-trap watches, and pages holding
+patches, so that a guest store over a patched byte is seen).
+:meth:`Serving.program` pushes changes to the target before the next
+resume. In-guest probes are :mod:`kvmbench.engine.probes`'s.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from kvmbench.arch.profiles import SlotKind
 from kvmbench.backends.target import SlotProgram, StubAccess, Target
@@ -22,6 +24,9 @@ from kvmbench.engine.patches import PatchTable
 from kvmbench.engine.planner import plan_breakpoint, plan_watchpoint
 from kvmbench.engine.slots import SlotTable
 from kvmbench.errors import BreakpointError, GuestMemoryError, KvmbenchError, SlotsExhausted
+
+if TYPE_CHECKING:
+    from kvmbench.engine.probes import Probes
 
 PAGE_SHIFT = 12
 _STUB_ACCESS = {Access.WRITE: StubAccess.WRITE, Access.READ: StubAccess.READ,
@@ -60,7 +65,7 @@ class Serving:
         caps = target.capabilities
         self.capabilities = caps
         self.patches: PatchTable | None = (
-            PatchTable(_TargetPhysical(target)) if caps.software_traps else None)
+            PatchTable(_TargetPhysical(target)) if caps.software_traps or caps.probes else None)
         self.slots: SlotTable | None = (
             SlotTable(caps.slot_profile) if caps.slot_profile is not None else None)
         self._opcodes = {trap.name: trap.opcode for trap in caps.software_traps}
@@ -81,6 +86,11 @@ class Serving:
         self._programmed = -1
         self._write_trap_pages: frozenset[int] = frozenset()
         self._applied_write_traps: frozenset[int] = frozenset()
+        #: In-guest probes (set by the session).
+        self.probes: Probes | None = None
+        #: Depth of serve_breakpoint calls: a request unserved inside one
+        #: (a probe giving way) does not bring probes back meanwhile.
+        self._serving = 0
 
     # --- queries --------------------------------------------------------------------
 
@@ -124,16 +134,40 @@ class Serving:
 
     # --- breakpoints ------------------------------------------------------------------
 
-    def serve_breakpoint(self, bp: Breakpoint) -> None:
-        """Give ``bp`` a mechanism and arm it; raises if none can serve."""
-        plan = plan_breakpoint(bp.kind, self.capabilities, bp.requested)
+    def serve_breakpoint(self, bp: Breakpoint, *, probe: bool = True) -> None:
+        """Give ``bp`` a mechanism and arm it; raises if none can serve.
+        ``probe``: an in-guest probe may be one (not while it gives way)."""
+        self._serving += 1
+        try:
+            self._serve_breakpoint(bp, probe)
+        finally:
+            self._serving -= 1
+
+    def _serve_breakpoint(self, bp: Breakpoint, probe: bool) -> None:
+        probes = self.probes
+        counting = probe and probes is not None and probes.eligible(bp)
+        requested = bp.requested
+        if not probe and requested is Mechanism.IN_GUEST_PROBE:
+            requested = None  # it gives way for now, and comes back once it can
+        plan = plan_breakpoint(bp.kind, self.capabilities, requested,
+                               counting=counting)
         failure: KvmbenchError | None = None
+        no_probe = ""
+        if counting and self.capabilities.probes is None and bp.kind is Kind.AUTO:
+            no_probe = self.capabilities.probes_unavailable or (
+                f"the {self.capabilities.name} target offers none")
         for mechanism, reason in plan.choices:
             try:
+                if mechanism is not Mechanism.IN_GUEST_PROBE and probes is not None:
+                    probes.make_room(bp.address, bp)
                 self._arm_breakpoint(bp, mechanism)
             except (SlotsExhausted, GuestMemoryError, BreakpointError) as e:
                 failure = e
+                if mechanism is Mechanism.IN_GUEST_PROBE:
+                    no_probe = str(e)
                 continue
+            if no_probe and mechanism is not Mechanism.IN_GUEST_PROBE:
+                reason = f"{reason}; no in-guest probe: {no_probe}"
             bp.mechanism, bp.reason = mechanism, reason
             self.armed.setdefault(bp.address, []).append(bp)
             self.generation += 1
@@ -142,7 +176,11 @@ class Serving:
         raise failure
 
     def _arm_breakpoint(self, bp: Breakpoint, mechanism: Mechanism) -> None:
-        if mechanism is Mechanism.HW_EXECUTE:
+        if mechanism is Mechanism.IN_GUEST_PROBE:
+            assert self.probes is not None
+            self.probes.arm(bp)
+            bp.slot = None
+        elif mechanism is Mechanism.HW_EXECUTE:
             assert self.slots is not None
             bp.slot = self.slots.allocate(bp, SlotKind.EXECUTE, bp.address).slot
         elif mechanism.is_software_trap:
@@ -171,7 +209,10 @@ class Serving:
             users.remove(bp)
         if not users:
             self.armed.pop(bp.address, None)
-        if mechanism is Mechanism.HW_EXECUTE:
+        if mechanism is Mechanism.IN_GUEST_PROBE:
+            assert self.probes is not None
+            self.probes.disarm(bp)
+        elif mechanism is Mechanism.HW_EXECUTE:
             assert self.slots is not None
             self.slots.release(bp)
         elif mechanism.is_software_trap:
@@ -183,6 +224,8 @@ class Serving:
             self.target.remove_stub_breakpoint(bp.address, kind)
         bp.mechanism, bp.slot, bp.reason = None, None, ""
         self.generation += 1
+        if self.probes is not None and not self._serving:
+            self.probes.retry()
 
     def patch_address(self, bp: Breakpoint) -> int | None:
         return self._patch_at.get(bp.number)
@@ -289,6 +332,8 @@ class Serving:
                 pages.update(range(start >> PAGE_SHIFT, ((end - 1) >> PAGE_SHIFT) + 1))
         if self.patches is not None:
             pages |= self.patches.pages()
+        if self.probes is not None:
+            pages |= self.probes.guard_pages()
         # Told to the target at the next resume (program): a breakpoint
         # removed and set again between two runs, as gdb does at every
         # stop, then costs no memslot change at all.
@@ -297,6 +342,8 @@ class Serving:
 
     def program(self) -> None:
         """Tell the target what is armed now, if that changed since last time."""
+        if self.probes is not None:
+            self.probes.before_resume()
         if self._write_trap_pages != self._applied_write_traps:
             self.target.set_write_traps(self._write_trap_pages)
             self._applied_write_traps = self._write_trap_pages

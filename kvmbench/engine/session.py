@@ -7,7 +7,8 @@ requests (:mod:`~kvmbench.engine.serving`), run control
 (:mod:`~kvmbench.engine.stops`), the store path
 (:mod:`~kvmbench.engine.stores`), step-compare
 (:mod:`~kvmbench.engine.stepcompare`), counting
-(:mod:`~kvmbench.engine.counting`) and frames (:mod:`~kvmbench.engine.frames`).
+(:mod:`~kvmbench.engine.counting`), in-guest probes
+(:mod:`~kvmbench.engine.probes`) and frames (:mod:`~kvmbench.engine.frames`).
 
 Threads: run control (``cont``, ``stepi``...) blocks the calling thread.
 :meth:`Session.pause` may be called from any other thread. Changes from
@@ -31,6 +32,7 @@ from kvmbench.engine.counting import Counting
 from kvmbench.engine.frames import Frames
 from kvmbench.engine.hitlog import HitLog
 from kvmbench.engine.model import Kind, Mechanism, RunState, Stop, StopReason, Watchpoint
+from kvmbench.engine.probes import Probes
 from kvmbench.engine.requests import Breakpoints, RequestNumbers, Watchpoints
 from kvmbench.engine.runcontrol import RunControl
 from kvmbench.engine.serving import Serving
@@ -96,6 +98,8 @@ class Session:
         self.image = image
         self.hits = HitLog()
         self.serving = Serving(target)
+        self.probes = Probes(self)
+        self.serving.probes = self.probes
         self.breakpoints = Breakpoints(self)
         self.watchpoints = Watchpoints(self)
         self.counting = Counting(self)
@@ -450,9 +454,12 @@ class Session:
         target.flush_translations()
         stop: Stop | None = None
         try:
-            stop = body()
-        except GuestError as e:
-            stop = Stop(StopReason.CRASHED, e.rip, detail=str(e))
+            try:
+                stop = body()
+            except GuestError as e:
+                stop = Stop(StopReason.CRASHED, e.rip, detail=str(e))
+            # Out of a probe's trampoline, and its hits counted.
+            stop = self.probes.after_stop(stop)
         finally:
             with self._lock:
                 self._runner = None

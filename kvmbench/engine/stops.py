@@ -16,6 +16,7 @@ from kvmbench.backends.target import (
     GuestDebugTrap,
     Halted,
     Paused,
+    ProbesDue,
     SlotHit,
     Stepped,
     StoreStepped,
@@ -94,7 +95,15 @@ class RunEnded:
     event: Paused | Exited | Halted
 
 
-Decision = BreakpointHit | WatchTrapped | StoreToTrappedPage | GuestOwned | StepFinished | RunEnded
+@dataclass(frozen=True)
+class ProbesToDrain:
+    """In-guest probes' hits wait in their ring; nothing stopped."""
+
+    event: ProbesDue
+
+
+Decision = (BreakpointHit | WatchTrapped | StoreToTrappedPage | GuestOwned | StepFinished
+            | RunEnded | ProbesToDrain)
 
 _STUB_BREAKPOINTS = (Mechanism.STUB_BREAKPOINT, Mechanism.STUB_HW_BREAKPOINT)
 
@@ -159,4 +168,6 @@ def classify(event: TargetEvent, view: ArmedView) -> Decision:
         return StepFinished(event)
     if isinstance(event, (Paused, Exited, Halted)):
         return RunEnded(event)
+    if isinstance(event, ProbesDue):
+        return ProbesToDrain(event)
     raise AssertionError(f"unclassified target event {event!r}")

@@ -212,6 +212,8 @@ class Stores:
         pending, self._pending = self._pending, {}
         stop = None
         session = self._session
+        # A displaced copy in a probe's trampoline stands for its original.
+        writer = session.probes.original_pc(writer)
         for p in pending.values():
             new = session.read_watched(p.watch)
             stop = session.counting.watch_hit(
@@ -263,6 +265,7 @@ class Stores:
         except (KvmbenchError, KeyError):
             accesses = None
         stop = None
+        writer = session.probes.original_pc(event.writer)
         for page_watch in list(serving.page_watches):
             if page_watch.start >> 12 not in event.pages and (page_watch.end - 1) >> 12 not in event.pages:
                 continue
@@ -271,7 +274,7 @@ class Stores:
             hit = None if accesses is None else any(
                 a.access.writes and a.address < wp.address + wp.length
                 and wp.address < a.address + a.size for a in accesses)
-            stop = session.counting.watch_hit(wp, writer=event.writer, old=wp.value, new=new,
+            stop = session.counting.watch_hit(wp, writer=writer, old=wp.value, new=new,
                                               hit=hit) or stop
         return stop
 

@@ -45,6 +45,10 @@ KVM_CAP_GUEST_DEBUG_HW_WPS = 120
 KVM_CAP_IMMEDIATE_EXIT = 136
 KVM_CAP_EXCEPTION_PAYLOAD = 164
 KVM_CAP_SET_GUEST_DEBUG2 = 195
+KVM_CAP_GET_TSC_KHZ = 61
+
+#: The time-stamp counter (SDM vol. 4, table 2-2: IA32_TIME_STAMP_COUNTER).
+MSR_IA32_TSC = 0x10
 
 KVM_NR_INTERRUPTS = 256
 KVM_MAX_CPUID_ENTRIES = 256
@@ -176,6 +180,17 @@ class kvm_userspace_memory_region(ctypes.Structure):
         ("memory_size", u64),
         ("userspace_addr", u64),
     ]
+
+
+class kvm_msr_entry(ctypes.Structure):
+    _fields_ = [("index", u32), ("reserved", u32), ("data", u64)]
+
+
+class kvm_msrs(ctypes.Structure):
+    """KVM_GET_MSRS's header and one entry (the kernel reads ``nmsrs``);
+    the ioctl is declared with the header-only size, as the cpuid2 ones."""
+
+    _fields_ = [("nmsrs", u32), ("pad", u32), ("entries", kvm_msr_entry * 1)]
 
 
 class kvm_guest_debug_arch(ctypes.Structure):

@@ -31,6 +31,10 @@ MAX_IMAGE_SIZE = 256 << 20
 
 _PAGE_PRESENT_RW = 0x3
 _PAGE_HUGE = 0x80
+#: Accessed and dirty, set from the start: the CPU never writes these
+#: tables itself (SDM vol. 3, 4.8), so the engine may trap stores to them
+#: (read-only memslots) to see a guest edit the mapping of the probe area.
+_PAGE_ACCESSED_DIRTY = 0x60
 #: GDT entries: null, 64-bit code (L=1), data (SDM vol. 3, 3.4.5).
 _GDT = (0, 0x00AF9A000000FFFF, 0x00CF92000000FFFF)
 #: Vectors that push an error code (SDM vol. 3, table 6-1).
@@ -39,12 +43,13 @@ ERROR_CODE_VECTORS = frozenset({8, 10, 11, 12, 13, 14, 17, 21, 29, 30})
 
 def write_boot_structures(memory: GuestMemory) -> None:
     """Identity paging for the first GiB, the GDT, and an IDT of fault stubs."""
-    memory.write_u64(layout.PML4_ADDR, layout.PDPT_ADDR | _PAGE_PRESENT_RW)
-    memory.write_u64(layout.PDPT_ADDR, layout.PD_ADDR | _PAGE_PRESENT_RW)
+    memory.write_u64(layout.PML4_ADDR, layout.PDPT_ADDR | _PAGE_PRESENT_RW | _PAGE_ACCESSED_DIRTY)
+    memory.write_u64(layout.PDPT_ADDR, layout.PD_ADDR | _PAGE_PRESENT_RW | _PAGE_ACCESSED_DIRTY)
     memory.write(
         layout.PD_ADDR,
         b"".join(
-            struct.pack("<Q", (i << 21) | _PAGE_PRESENT_RW | _PAGE_HUGE) for i in range(512)
+            struct.pack("<Q", (i << 21) | _PAGE_PRESENT_RW | _PAGE_HUGE | _PAGE_ACCESSED_DIRTY)
+            for i in range(512)
         ),
     )
     memory.write(layout.GDT_ADDR, struct.pack("<3Q", *_GDT))

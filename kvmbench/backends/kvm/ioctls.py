@@ -41,6 +41,10 @@ class _kvm_cpuid2_header(ctypes.Structure):
     _fields_ = [("nent", ctypes.c_uint32), ("padding", ctypes.c_uint32)]
 
 
+class _kvm_msrs_header(ctypes.Structure):
+    _fields_ = [("nmsrs", ctypes.c_uint32), ("pad", ctypes.c_uint32)]
+
+
 # /dev/kvm
 KVM_GET_API_VERSION = _io(0x00)
 KVM_CREATE_VM = _io(0x01)
@@ -62,5 +66,7 @@ KVM_INTERRUPT = _iow(0x86, abi.kvm_interrupt)  # needs no in-kernel irqchip
 KVM_SET_CPUID2 = _iow(0x90, _kvm_cpuid2_header)  # KVM_CAP_EXT_CPUID
 KVM_SET_GUEST_DEBUG = _iow(0x9B, abi.kvm_guest_debug)  # KVM_CAP_SET_GUEST_DEBUG
 KVM_GET_FPU = _ior(0x8C, abi.kvm_fpu)
+KVM_GET_MSRS = _iowr(0x88, _kvm_msrs_header)
+KVM_GET_TSC_KHZ = _io(0xA3)  # KVM_CAP_GET_TSC_KHZ
 KVM_GET_VCPU_EVENTS = _ior(0x9F, abi.kvm_vcpu_events)  # KVM_CAP_VCPU_EVENTS
 KVM_SET_VCPU_EVENTS = _iow(0xA0, abi.kvm_vcpu_events)  # KVM_CAP_VCPU_EVENTS

@@ -32,6 +32,13 @@ BOOT_ARGS_SIZE = 0x1000
 BOOT_STACK_TOP = 0x80000
 IMAGE_BASE = 0x100000
 
+#: In-guest probes' area (kvmbench/backends/kvm/trampolines.py): the last
+#: 2 MiB page the identity map covers, outside guest RAM (probes are
+#: offered only when RAM ends below it). Not guest memory: no memslot of
+#: GuestMemory covers it, and the guest has no business there.
+PROBE_AREA_ADDR = 0x3FE0_0000
+PROBE_AREA_SIZE = 2 << 20
+
 GDT_CODE64_SELECTOR = 0x08
 GDT_DATA_SELECTOR = 0x10
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from kvmbench.backends.kvm import abi, boot, kick, layout
 from kvmbench.backends.kvm.console import Console
@@ -84,8 +85,31 @@ class TrappedStore:
     debug: Debug | None = None
 
 
-MachineEvent = Debug | Hlt | Mmio | TrappedStore | Paused | GuestExited | Int3Undelivered
+@dataclass(frozen=True, slots=True)
+class ProbeRingFull:
+    """An in-guest probe stored an entry past its ring (on the guard page at
+    ``address``); the instruction was completed, its store went nowhere."""
+
+    address: int
+
+
+@dataclass(frozen=True, slots=True)
+class DrainDue:
+    """:meth:`Machine.request_drain` ended a continuing run."""
+
+
+class ProbeHooks(Protocol):
+    """What the run loop asks the probe area (kvmbench.backends.kvm.trampolines)."""
+
+    def is_guard(self, address: int) -> bool: ...
+
+    def defers_interrupt(self, rip: int) -> bool: ...
+
+
+MachineEvent = (Debug | Hlt | Mmio | TrappedStore | Paused | GuestExited | Int3Undelivered
+                | ProbeRingFull | DrainDue)
 _PAUSED = Paused()
+_DRAIN_DUE = DrainDue()
 _HLT = Hlt()
 _RFLAGS_IF = 1 << 9
 # DR6 (SDM vol. 3, 18.2.3): a plain single-step sets BS and no Bn.
@@ -148,6 +172,9 @@ class Machine:
         self._tlb_cr3 = -1
         self._guest_debug = abi.kvm_guest_debug()
         self._guest_debug_last: tuple[int, tuple[int, ...]] | None = None
+        #: The in-guest probes' area, once one is installed.
+        self.probe_hooks: ProbeHooks | None = None
+        self._drain_requested = False
 
     @classmethod
     def boot(
@@ -312,6 +339,17 @@ class Machine:
         self._kick()
         self._wakeup.set()
 
+    def request_drain(self) -> None:
+        """End a continuing run soon with :class:`DrainDue` (thread-safe);
+        steps are not ended by it."""
+        self._drain_requested = True
+        self._kick()
+
+    @property
+    def running(self) -> bool:
+        """A thread is in :meth:`run` or :meth:`step` now."""
+        return self._vcpu_thread is not None
+
     def halt(self, timeout: float | None = None) -> bool:
         """The guest executed its own ``hlt``: wait, as the CPU would, until
         an interrupt can wake it (a timer tick is due) or a pause is asked.
@@ -409,6 +447,11 @@ class Machine:
                     m = self._mmio_exit
                     if self.memory.contains(m.phys_addr, m.len):
                         return done, self._complete_store((m.phys_addr, bytes(m.data)[: m.len]))
+                    hooks = self.probe_hooks
+                    if hooks is not None and hooks.is_guard(m.phys_addr):
+                        address = m.phys_addr
+                        self._complete_store((address, b""))
+                        return done, ProbeRingFull(address)
                 if reason == KVM_EXIT_IO:
                     event = self._serve_io()
                     if event is not None:
@@ -421,6 +464,9 @@ class Machine:
                         self._pause_requested = False
                         self.console.flush()
                         return done, _PAUSED
+                    if self._drain_requested and not steps:
+                        self._drain_requested = False
+                        return done, _DRAIN_DUE
                 elif reason == KVM_EXIT_IRQ_WINDOW_OPEN:
                     run.request_interrupt_window = 0
                 else:
@@ -460,6 +506,9 @@ class Machine:
         return TrappedStore(tuple(pieces), debug)
 
     def _offer_tick(self) -> None:
+        hooks = self.probe_hooks
+        if hooks is not None and hooks.defers_interrupt(self.regs.rip):
+            return  # the tick stays due: the next exit offers it again
         run = self._run_page
         if run.ready_for_interrupt_injection and run.if_flag:
             self.vcpu.interrupt(layout.TIMER_VECTOR)

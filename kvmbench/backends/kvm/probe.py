@@ -26,10 +26,12 @@ from kvmbench.backends.kvm import abi
 from kvmbench.backends.kvm.exits import Debug, Hlt
 from kvmbench.backends.kvm import system
 from kvmbench.backends.kvm.machine import (
+    DrainDue,
     GuestExited,
     Int3Undelivered,
     Machine,
     Paused,
+    ProbeRingFull,
     TrappedStore,
 )
 from kvmbench.errors import KvmbenchError
@@ -314,6 +316,56 @@ def probe_readonly_memslot() -> list[float]:
     return costs
 
 
+def probe_in_guest_probe() -> list[float]:
+    """A trampoline over probe_target's first instructions counts its 100
+    calls in the guest (kvmbench.backends.kvm.trampolines), with no exit
+    but the guest's own. No cost is given: a hit costs guest instructions,
+    not an exit (``kvmbench bench`` measures it)."""
+    from kvmbench.arch.displacement import Undisplaceable, analyse_function, plan_displacement
+    from kvmbench.backends.kvm.trampolines import ProbeArea
+
+    symbol = load_symbols(guest_path("probe")).get_by_name("probe_target")
+    if symbol is None or not symbol.size:
+        raise KvmbenchError("probe guest lacks a sized probe_target")
+    with _probe_guest("exec") as m:
+        area = ProbeArea(m)
+        try:
+            code = m.memory.read(symbol.address, symbol.size)
+            try:
+                displacement = plan_displacement(analyse_function(code, symbol.address),
+                                                 symbol.address)
+            except Undisplaceable as e:
+                raise ProbeFailed(str(e)) from None
+            installed = area.install(displacement)
+            m.memory.write(symbol.address, installed.patch)
+            keys: list[int] = []
+            times: list[int] = []
+            while True:
+                event = _run(m)
+                # The area's drain timer, or a full ring: drain and go on.
+                if isinstance(event, (DrainDue, ProbeRingFull)):
+                    if isinstance(event, ProbeRingFull):
+                        area.rewind(m.regs)
+                        m.mark_regs_dirty()
+                    hits = area.drain(m.regs.rip)
+                    keys += hits.keys
+                    times += hits.time_ns
+                    continue
+                break
+            if not isinstance(event, GuestExited) or event.code != 0:
+                raise _missed(event, "clean exit through the probe")
+            hits = area.drain(m.regs.rip)
+            keys += hits.keys
+            times += hits.time_ns
+        finally:
+            area.close()
+    if len(keys) != HITS or set(keys) != {installed.key}:
+        raise ProbeFailed(f"{len(keys)} hits counted in the guest of {HITS}")
+    if times != sorted(times):
+        raise ProbeFailed("the probe's timestamps are not monotonic")
+    return []
+
+
 def probe_interrupt_injection() -> list[float]:
     with _probe_guest("irq") as m:
         event = _run(m)
@@ -335,6 +387,7 @@ PROBES: dict[Feature, Callable[[], list[float]]] = {
     Feature.DR7_GD: probe_dr7_gd,
     Feature.READONLY_MEMSLOT: probe_readonly_memslot,
     Feature.INTERRUPT_INJECTION: probe_interrupt_injection,
+    Feature.IN_GUEST_PROBE: probe_in_guest_probe,
 }
 
 

@@ -172,6 +172,18 @@ class Vcpu(_Fd):
         self._call(ioctls.KVM_GET_FPU, ctypes.byref(fpu), "KVM_GET_FPU")
         return fpu
 
+    def get_msr(self, index: int) -> int:
+        """One MSR's value by KVM_GET_MSRS (which returns how many it read)."""
+        msrs = abi.kvm_msrs(nmsrs=1)
+        msrs.entries[0].index = index
+        if self._call(ioctls.KVM_GET_MSRS, ctypes.byref(msrs), "KVM_GET_MSRS") != 1:
+            raise KvmError(errno.EINVAL, f"KVM_GET_MSRS ({index:#x})")
+        return int(msrs.entries[0].data)
+
+    def get_tsc_khz(self) -> int:
+        """The guest's TSC frequency in kHz (KVM_GET_TSC_KHZ returns it)."""
+        return self._call(ioctls.KVM_GET_TSC_KHZ, None, "KVM_GET_TSC_KHZ")
+
     def set_cpuid2(self, cpuid: abi.kvm_cpuid2) -> None:
         self._call(ioctls.KVM_SET_CPUID2, ctypes.byref(cpuid), "KVM_SET_CPUID2")
 

@@ -14,7 +14,9 @@ project is developed on"):
 - page traps: read-only memslots; a store there is completed with
   immediate_exit so that rip stands at an instruction boundary, and a store
   KVM's emulator cannot complete (fxsave, movq on some hosts) is stepped
-  once with the pages writable.
+  once with the pages writable;
+- in-guest probes: trampolines in a VMM-owned area the boot page tables
+  map (:mod:`kvmbench.backends.kvm.trampolines`).
 """
 
 from __future__ import annotations
@@ -22,17 +24,20 @@ from __future__ import annotations
 from collections.abc import Container, Mapping, Sequence
 
 from kvmbench.arch import x86_64
+from kvmbench.arch.displacement import Displacement
 from kvmbench.arch.profiles import X86_64, SlotKind
 from kvmbench.arch.x86_64 import Dr6, Rflags
 from kvmbench.backends.capabilities import Feature, HostCapabilities
-from kvmbench.backends.kvm import abi, layout
+from kvmbench.backends.kvm import abi, layout, trampolines
 from kvmbench.backends.kvm.exits import Debug, Hlt
 from kvmbench.backends.kvm.fpu import FPU_REGISTERS, fpu_register
 from kvmbench.backends.kvm.machine import (
+    DrainDue,
     GuestExited,
     Int3Undelivered,
     Machine,
     MachineEvent,
+    ProbeRingFull,
     TrappedStore,
 )
 from kvmbench.backends.kvm.machine import Paused as MachinePaused
@@ -42,6 +47,10 @@ from kvmbench.backends.target import (
     GuestDebugTrap,
     Halted,
     Paused,
+    ProbeHits,
+    ProbeInstalled,
+    ProbesDue,
+    ProbeSupport,
     Resume,
     ResumeMode,
     SlotHit,
@@ -55,7 +64,13 @@ from kvmbench.backends.target import (
     TargetEvent,
     TrapExecuted,
 )
-from kvmbench.errors import GuestMemoryError, KvmInternalError, SessionStateError, UsageError
+from kvmbench.errors import (
+    GuestMemoryError,
+    KvmInternalError,
+    ProbeRefused,
+    SessionStateError,
+    UsageError,
+)
 
 INT3_TRAP = SoftwareTrap("int3 trap", 0xCC)
 HLT_TRAP = SoftwareTrap("hlt trap", 0xF4)
@@ -66,10 +81,23 @@ _REGS = frozenset(x86_64.KVM_REGS_FIELDS)
 _MASK64 = (1 << 64) - 1
 
 
-def capabilities_for(features: HostCapabilities) -> TargetCapabilities:
-    """What kvmbench's VMM offers on a host with these probed ``features``."""
+def _probe_support(features: HostCapabilities, mem_size: int) -> tuple[ProbeSupport | None, str]:
+    if not features.works(Feature.IN_GUEST_PROBE):
+        return None, features.why_not(Feature.IN_GUEST_PROBE)
+    if mem_size > layout.PROBE_AREA_ADDR:
+        return None, (f"guest memory ({mem_size >> 20} MiB) reaches the probe area at "
+                      f"{layout.PROBE_AREA_ADDR:#x}")
+    area = (layout.PROBE_AREA_ADDR, layout.PROBE_AREA_ADDR + layout.PROBE_AREA_SIZE)
+    return ProbeSupport(area, trampolines.RING_ENTRIES, trampolines.DRAIN_INTERVAL), ""
+
+
+def capabilities_for(features: HostCapabilities,
+                     mem_size: int = layout.DEFAULT_MEM_SIZE) -> TargetCapabilities:
+    """What kvmbench's VMM offers on a host with these probed ``features``,
+    for a guest of ``mem_size`` bytes."""
     traps = tuple(t for t, f in ((INT3_TRAP, Feature.INT3), (HLT_TRAP, Feature.HLT_TRAP))
                   if features.works(f))
+    probes, no_probes = _probe_support(features, mem_size)
     return TargetCapabilities(
         name="kvm",
         features=features,
@@ -84,7 +112,10 @@ def capabilities_for(features: HostCapabilities) -> TargetCapabilities:
             (layout.IDT_ADDR, layout.FAULT_STUBS_ADDR, "IDT"),
             (layout.FAULT_STUBS_ADDR, layout.BOOT_ARGS_ADDR, "fault stubs"),
             (layout.BOOT_ARGS_ADDR, layout.BOOT_ARGS_ADDR + layout.BOOT_ARGS_SIZE, "boot arguments"),
+            (layout.PROBE_AREA_ADDR, layout.PROBE_AREA_ADDR + layout.PROBE_AREA_SIZE, "probe area"),
         ),
+        probes=probes,
+        probes_unavailable=no_probes,
     )
 
 
@@ -93,7 +124,8 @@ class KvmTarget:
 
     def __init__(self, machine: Machine, features: HostCapabilities) -> None:
         self.machine = machine
-        self._capabilities = capabilities_for(features)
+        self._capabilities = capabilities_for(features, machine.memory.size)
+        self._probes = trampolines.ProbeArea(machine)
         self._features = features
         self._debugregs: tuple[int, ...] = (0,) * 8
         self._execute_slots: dict[int, int] = {}  # address -> DR7 enable bits
@@ -181,13 +213,18 @@ class KvmTarget:
         return self.machine.translate(address)
 
     def read_physical(self, address: int, length: int) -> bytes:
+        if trampolines.ProbeArea.contains(address, length):
+            return self._probes.read(address, length)  # the trampolines, read-only
         return self.machine.memory.read(address, length)
 
     def write_physical(self, address: int, data: bytes) -> None:
+        if trampolines.ProbeArea.contains(address, len(data)):
+            raise GuestMemoryError(f"{address:#x} is in the VMM's probe area: read-only here")
         self.machine.memory.write(address, data)
 
     def contains_physical(self, address: int, length: int = 1) -> bool:
-        return self.machine.memory.contains(address, length)
+        return (self.machine.memory.contains(address, length)
+                or trampolines.ProbeArea.contains(address, length))
 
     def flush_translations(self) -> None:
         self.machine.flush_tlb()
@@ -226,6 +263,25 @@ class KvmTarget:
 
     def remove_stub_watchpoint(self, address: int, length: int, access: StubAccess) -> None:
         pass
+
+    # --- in-guest probes ---------------------------------------------------------------
+
+    def install_probe(self, displacement: Displacement) -> ProbeInstalled:
+        if self._capabilities.probes is None:
+            raise ProbeRefused(self._capabilities.probes_unavailable)
+        return self._probes.install(displacement)
+
+    def remove_probe(self, key: int) -> None:
+        self._probes.remove(key)
+
+    def drain_probes(self) -> ProbeHits:
+        return self._probes.drain(self.pc)
+
+    def probe_guard_pages(self) -> frozenset[int]:
+        return self._probes.guard_pages()
+
+    def probe_area_mapped(self) -> bool:
+        return self._probes.mapped()
 
     # --- running ---------------------------------------------------------------------
 
@@ -381,6 +437,8 @@ class KvmTarget:
             self._halted = False
             return TrapExecuted(pc, "hlt")
         if isinstance(event, TrappedStore):
+            if self._probes.ready:
+                self._probes.note_stores(event.pieces)
             if event.debug is not None and event.debug.dr6 & 0xF:
                 self._pending = self._translate(event.debug, stepping)
             return StoreTrapped(event.pieces, self.pc)
@@ -407,6 +465,14 @@ class KvmTarget:
             return TrapExecuted(event.pc)
         if isinstance(event, MachinePaused):
             return Paused(self.pc)
+        if isinstance(event, ProbeRingFull):
+            # The entry goes where it should once the ring is drained: run
+            # the counting code again from its load of the ring's head.
+            if self._probes.rewind(machine.regs):
+                machine.mark_regs_dirty()
+            return ProbesDue(self.pc)
+        if isinstance(event, DrainDue):
+            return ProbesDue(self.pc)
         if isinstance(event, GuestExited):
             return Exited(event.code)
         raise AssertionError(f"unhandled machine event {event!r}")
@@ -432,4 +498,5 @@ class KvmTarget:
         raise UsageError(f"{type(event).__name__} is not a trap to hand back")
 
     def close(self) -> None:
+        self._probes.close()
         self.machine.close()
