@@ -179,10 +179,10 @@ def test_a_condition_set_later_moves_the_tracepoint_to_an_exit(open_guest) -> No
     s = open_guest("fib", [n])
     tp = s.breakpoints.trace("fib")
     assert tp.mechanism is PROBE
-    s.breakpoints.add("fib", temporary=True, condition="rdi == 3")  # a trap at fib
+    s.breakpoints.add("fib", temporary=True, condition="$rdi == 3")  # a trap at fib
     stop = s.cont()
     assert stop.reason is StopReason.BREAKPOINT and s.regs.rdi == 3
-    s.breakpoints.set_condition(tp.number, "rdi >= 0")
+    s.breakpoints.set_condition(tp.number, "$rdi >= 0")
     assert tp.mechanism is Mechanism.HLT_TRAP
     assert s.cont().exit_code == 0
     assert tp.hit_count == fib_calls(n)
