@@ -90,6 +90,9 @@ def _refusal(e: KvmbenchError) -> None:
               ("cont",)], close_armed=False)
 @example(ops=[("watch", "buf_out", 8, "read", None, "change", True), ("cont",)],
          close_armed=False)
+@example(ops=[("break", 3522, None), ("cont",), ("watch", "buf_in", 1, "write",
+                                                   Mechanism.STEP_COMPARE, "change", True),
+              ("stepi", 1)], close_armed=False)  # a step from a trap under a compare watch
 @example(ops=[("break", 5, None), ("cont",), ("watch", "state_a", 4, "write", None, "change",
                                                 False)], close_armed=True)
 def test_any_request_sequence_leaves_the_guest_computing_as_undisturbed(

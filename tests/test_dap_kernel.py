@@ -145,3 +145,18 @@ def test_kernel_keeps_running_python_after_debug_requests(kernel, dap):
     kc = kernel[1]
     dap.ok("threads")
     assert run_cell(kc, "print(6 * 7)").stdout == "42\n"
+
+
+def test_next_from_the_panel_moves_one_line_in_the_same_frame(kernel, dap):
+    kc = kernel[1]
+    assert run_cell(kc, "%guest fib 10").status == "ok"
+    assert run_cell(kc, "delete").status == "ok"
+    assert run_cell(kc, "break fib.c:20\ntbreak fib").status == "ok"
+    assert run_cell(kc, "continue").status == "ok"
+    _drain(kc)
+    assert dap.ok("stackTrace", threadId=1)["stackFrames"][0]["line"] == FIB_BODY_LINE
+
+    dap.ok("next", threadId=1)
+    assert dap.event("stopped")["body"]["reason"] == "step"
+    frames = dap.ok("stackTrace", threadId=1)["stackFrames"]
+    assert [(f["name"], f["line"]) for f in frames[:2]] == [("fib", FIB_BODY_LINE + 1), ("main", 18)]

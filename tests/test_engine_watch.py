@@ -147,3 +147,19 @@ def test_stop_on_takes_only_change_or_store(open_guest) -> None:
     s = open_guest("counter", [1])
     with pytest.raises(UsageError, match="stop_on"):
         s.watchpoints.add("counter", stop_on="sometimes")
+
+
+def test_stepi_from_a_software_breakpoint_under_a_compare_watch_runs_the_guests_instruction(
+        open_guest, skip_unless) -> None:
+    skip_unless(Feature.SINGLE_STEP)
+    s = open_guest("fib", [5])
+    fib = s.symbols.get_by_name("fib").address
+    bp = s.breakpoints.add(fib + 1, kind="sw")  # mov rbp, rsp: three bytes under a one-byte trap
+    assert s.cont().breakpoint == bp.number
+    s.watchpoints.add("idt", 8,
+                      mechanism=Mechanism.STEP_COMPARE, tracepoint=True)
+    stop = s.stepi()
+    assert stop.reason is StopReason.STEP and stop.pc == fib + 4, stop.describe()
+    s.breakpoints.delete(bp.number)
+    assert s.cont().exit_code == 0
+    assert "fib(5) = 5" in s.console

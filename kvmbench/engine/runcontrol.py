@@ -437,7 +437,13 @@ class RunControl:
         return Stop(StopReason.STEP, s.target.pc, extra={"dr6": dr6, "steps": done})
 
     def _step_at(self, pc: int) -> Stop | None:
-        event, stop = self._step(hold=True, skip_at=pc)
+        """One step of the guest's own instruction at ``pc`` (our trap there
+        lifted, its slots masked), step-compare watches checked."""
+        over = self._lift(pc)
+        try:
+            event, stop = self._step(hold=True, skip_at=pc)
+        finally:
+            self._rearm(over)
         if stop is None and isinstance(event, (Paused, Exited, Halted)):
             return self._ended(event)
         return stop
