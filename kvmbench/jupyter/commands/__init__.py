@@ -8,7 +8,7 @@ end prints. Preconditions (a guest is open, it is stopped) are declared once
 in :func:`command` and checked in :meth:`Workbench.execute`.
 """
 
-from kvmbench.jupyter.commands import breakpoints, gdbserver, guest, inspection, running  # noqa: F401 - register
+from kvmbench.jupyter.commands import breakpoints, gdbserver, guest, inspection, linux, running  # noqa: F401 - register
 from kvmbench.jupyter.commands.inspection import (
     INFO_TOPICS,
     iter_frames,
