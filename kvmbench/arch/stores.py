@@ -56,7 +56,7 @@ CodeReader = Callable[[int, int], bytes]
 Explains = Callable[[int, int], bool]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Writer:
     """The instruction that made a store, and whether it is still running
     (a rep-prefixed string instruction with iterations left: rip stays at it)."""
@@ -274,19 +274,25 @@ def find_writer(
         if _stores_to(insn, regs, explains, access):
             return Writer(insn)
     if stack_word is not None:
-        # A call: rip is at its target and the return address it pushed
-        # follows the call instruction.
-        for length in (5, 2, 3, 6, 7, 4):
-            insn = _decode_at(read_code, stack_word - length, decoder)
-            if insn is not None and insn.is_call and insn.next_address == stack_word:
-                return Writer(insn)
+        return call_writer(read_code, stack_word, decoder)
+    return None
+
+
+def call_writer(read_code: CodeReader, return_address: int,
+                decoder: Decoder = decode) -> Writer | None:
+    """The call that pushed ``return_address`` (rip is at its target and
+    the return address follows the call instruction), if one did."""
+    for length in (5, 2, 3, 6, 7, 4):
+        insn = _decode_at(read_code, return_address - length, decoder)
+        if insn is not None and insn.is_call and insn.next_address == return_address:
+            return Writer(insn)
     return None
 
 
 # --- push emulation ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class PushEffect:
     """What a ``push r64`` does: store ``value`` at ``address`` (the new rsp)."""
 

@@ -14,6 +14,7 @@ KVM_EXIT_DEBUG).
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -293,12 +294,18 @@ def triggered_slots(dr6: int, dr7: int | None = None) -> tuple[int, ...]:
     not enable it (SDM vol. 3, 18.2.3), so pass the ``dr7`` that was in force
     to keep only enabled ones.
     """
-    enabled = {s.index for s in decode_dr7(dr7)} if dr7 is not None else None
-    return tuple(
-        i
-        for i in range(NUM_DEBUG_SLOTS)
-        if dr6 & (1 << i) and (enabled is None or i in enabled)
-    )
+    mask = dr6 & 0xF if dr7 is None else dr6 & _enabled_mask(dr7)
+    return _SLOTS_IN_MASK[mask]
+
+
+@functools.lru_cache(maxsize=16)
+def _enabled_mask(dr7: int) -> int:
+    """B0-B3 of the slots ``dr7`` enables (a hit's hot path: DR7 rarely changes)."""
+    return sum(1 << s.index for s in decode_dr7(dr7))
+
+
+_SLOTS_IN_MASK = tuple(tuple(i for i in range(NUM_DEBUG_SLOTS) if m & (1 << i))
+                       for m in range(1 << NUM_DEBUG_SLOTS))
 
 
 # --- data breakpoint alignment (SDM vol. 3, 18.2.5) ---------------------------

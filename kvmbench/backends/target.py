@@ -84,8 +84,12 @@ class TargetCapabilities:
 
 # --- events ------------------------------------------------------------------------
 
+# Events are slotted dataclasses but not frozen: one is made per hit, and a
+# frozen one costs about 1 us more to create (object.__setattr__ per field,
+# measured here). Treat them as immutable.
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True)
 class TrapExecuted:
     """A one-byte trap opcode at ``pc`` ran (or failed to run).
 
@@ -102,7 +106,7 @@ class TrapExecuted:
     instruction: str = "int3"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SlotHit:
     """Hardware debug slots fired. An execute slot stops before its
     instruction (rip at it); a data slot traps after the access."""
@@ -112,7 +116,7 @@ class SlotHit:
     dr6: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Stepped:
     """Single-steps finished (``count`` of them), or a step stopped at an
     address the engine asked to stop at."""
@@ -127,7 +131,7 @@ class Stepped:
     interrupt_frame: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StoreTrapped:
     """A guest store to a write-trapped page, not yet in memory.
 

@@ -57,9 +57,11 @@ class Counting:
 
     def condition_holds(self, number: int) -> bool:
         session = self._session
-        condition = session.breakpoints.condition_of(number) or session.watchpoints.condition_of(number)
+        condition = session.breakpoints.condition_of(number)
         if condition is None:
-            return True
+            condition = session.watchpoints.condition_of(number)
+            if condition is None:
+                return True
         from kvmbench.engine.conditions import ConditionNames
 
         names = ConditionNames(self._session)

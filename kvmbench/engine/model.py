@@ -43,13 +43,18 @@ class Mechanism(enum.Enum):
     @property
     def is_software_trap(self) -> bool:
         """A trap byte the engine writes into guest code itself."""
-        return self in (Mechanism.INT3, Mechanism.HLT_TRAP)
+        return self in SOFTWARE_TRAPS
 
     @property
     def is_stub(self) -> bool:
         """Inserted and removed by the target itself."""
         return self in (Mechanism.STUB_BREAKPOINT, Mechanism.STUB_HW_BREAKPOINT,
                         Mechanism.STUB_WATCH)
+
+
+#: The mechanisms that write a trap byte into guest code. A tuple: hit paths
+#: test membership by identity, without the property call or Enum.__hash__.
+SOFTWARE_TRAPS = (Mechanism.INT3, Mechanism.HLT_TRAP)
 
 
 class StopOn(enum.Enum):

@@ -39,6 +39,9 @@ class PatchTable:
     def __init__(self, memory: PhysicalMemory) -> None:
         self._memory = memory
         self._patches: dict[int, Patch] = {}
+        #: Page number -> the patches on it: reads and writes look only at
+        #: the pages they touch, however many traps there are.
+        self._by_page: dict[int, dict[int, Patch]] = {}
 
     def __contains__(self, address: int) -> bool:
         return address in self._patches
@@ -61,14 +64,40 @@ class PatchTable:
         original = self._memory.read(address, 1)[0]
         self._memory.write(address, bytes([opcode]))
         patch = self._patches[address] = Patch(address, original, opcode)
+        self._by_page.setdefault(address >> PAGE_SHIFT, {})[address] = patch
         return patch
+
+    def _forget(self, address: int) -> None:
+        del self._patches[address]
+        page = self._by_page[address >> PAGE_SHIFT]
+        del page[address]
+        if not page:
+            del self._by_page[address >> PAGE_SHIFT]
+
+    def _overlapping(self, address: int, end: int) -> list[Patch]:
+        """Patches in [address, end), from the pages that range touches."""
+        found: list[Patch] = []
+        by_page = self._by_page
+        for page in range(address >> PAGE_SHIFT, ((end - 1) >> PAGE_SHIFT) + 1):
+            patches = by_page.get(page)
+            if not patches:
+                continue
+            if end - address < len(patches):  # a guest store: a few bytes, many traps
+                found.extend(p for a in range(address, end) if (p := patches.get(a)) is not None)
+            else:
+                found.extend(p for a, p in patches.items() if address <= a < end)
+        return found
+
+    def armed_in(self, address: int, end: int) -> bool:
+        """True if a trap byte in [address, end) is armed."""
+        return bool(self._by_page) and any(p.armed for p in self._overlapping(address, end))
 
     def remove(self, address: int) -> None:
         """Drop one user of the trap; the last one restores the original byte."""
         patch = self._patches[address]
         patch.users -= 1
         if patch.users == 0:
-            del self._patches[address]
+            self._forget(address)
             self._memory.write(address, bytes([patch.original]))
 
     def remove_all(self) -> None:
@@ -76,6 +105,7 @@ class PatchTable:
         for patch in list(self._patches.values()):
             self._memory.write(patch.address, bytes([patch.original]))
         self._patches.clear()
+        self._by_page.clear()
 
     def lift(self, address: int) -> None:
         """Put the original back for one step over it; :meth:`rearm` after."""
@@ -95,10 +125,25 @@ class PatchTable:
 
     def shadow(self, address: int, data: bytes) -> bytes:
         """``data`` read at ``address`` with the trap bytes replaced by originals."""
-        if not self._patches:
+        if not self._patches or not data:
             return data
         end = address + len(data)
-        hits = [p for a, p in self._patches.items() if address <= a < end and p.armed]
+        if address >> PAGE_SHIFT == (end - 1) >> PAGE_SHIFT:
+            # One page, the engine's usual read (code at pc, a stack slot).
+            on_page = self._by_page.get(address >> PAGE_SHIFT)
+            if not on_page:
+                return data
+            if len(data) >= len(on_page):
+                out = None
+                for a, p in on_page.items():
+                    if address <= a < end and p.armed:
+                        if out is None:
+                            out = bytearray(data)
+                        out[a - address] = p.original
+                return data if out is None else bytes(out)
+            hits = [p for a in range(address, end) if (p := on_page.get(a)) is not None and p.armed]
+        else:
+            hits = [p for p in self._overlapping(address, end) if p.armed]
         if not hits:
             return data
         out = bytearray(data)
@@ -115,24 +160,23 @@ class PatchTable:
 
         Serves both debugger writes and guest stores the VMM completes for
         pages that hold traps (self-modifying code)."""
-        if not self._patches:
+        hits = self._overlapping(address, address + len(data)) if self._patches and data else ()
+        if not hits:
             self._memory.write(address, data)
             return
-        end = address + len(data)
         out = bytearray(data)
-        for a, patch in self._patches.items():
-            if address <= a < end:
-                patch.original = data[a - address]
-                if patch.armed:
-                    out[a - address] = patch.opcode
+        for patch in hits:
+            patch.original = data[patch.address - address]
+            if patch.armed:
+                out[patch.address - address] = patch.opcode
         self._memory.write(address, bytes(out))
 
     def resync(self, pages: frozenset[int] | set[int]) -> None:
         """The guest wrote these pages without the traps being seen (a store
         stepped with the pages writable): a trap byte it overwrote takes the
         written byte as its original and is planted again."""
-        for patch in self._patches.values():
-            if patch.address >> PAGE_SHIFT in pages and patch.armed:
+        for patch in [p for page in pages for p in self._by_page.get(page, {}).values()]:
+            if patch.armed:
                 current = self._memory.read(patch.address, 1)[0]
                 if current != patch.opcode:
                     patch.original = current
@@ -140,4 +184,4 @@ class PatchTable:
 
     def pages(self) -> set[int]:
         """Page numbers that hold at least one trap."""
-        return {a >> PAGE_SHIFT for a in self._patches}
+        return set(self._by_page)

@@ -18,7 +18,7 @@ Exactness rules this module keeps (README, "What each mechanism guarantees"):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -26,6 +26,7 @@ from kvmbench.arch import instructions
 from kvmbench.arch.stores import push_effect
 from kvmbench.backends.capabilities import Feature
 from kvmbench.backends.target import (
+    CONTINUE,
     Exited,
     Halted,
     Paused,
@@ -47,6 +48,7 @@ from kvmbench.engine.stops import (
     WatchTrapped,
     classify,
 )
+from kvmbench.engine.views import RegisterValues
 from kvmbench.errors import FrameUnknown, GuestMemoryError, KvmbenchError, UsageError
 
 if TYPE_CHECKING:
@@ -154,7 +156,7 @@ class RunControl:
             self._counted_at = decision.pc
             if stop is not None:
                 return stop
-            return self.step_off(decision.pc)
+            return self.step_off(decision.pc, decision.requests)
         if isinstance(decision, StoreToTrappedPage):
             e = decision.event
             return s.stores.on_store(e) if isinstance(e, StoreTrapped) else s.stores.on_store_stepped(e)
@@ -199,15 +201,17 @@ class RunControl:
             return self.step_off(pc)
         return None
 
-    def step_off(self, pc: int) -> Stop | None:
-        """Run the instruction at ``pc``, whose breakpoints already counted:
-        emulate a displaced push, else let the next resume skip a hardware
-        slot with RF, else step it with its traps lifted and slots masked."""
+    def step_off(self, pc: int, users: Sequence[Breakpoint] | None = None) -> Stop | None:
+        """Run the instruction at ``pc``, whose breakpoints already counted
+        (``users``: those armed there, if the caller has them): emulate a
+        displaced push, else let the next resume skip a hardware slot with
+        RF, else step it with its traps lifted and slots masked."""
         s = self._s
-        users = [b for b in s.serving.breakpoints_at(pc) if b.mechanism is not None]
+        if users is None:
+            users = [b for b in s.serving.breakpoints_at(pc) if b.mechanism is not None]
         if not users:
             return None
-        if not s.stepcompare.watches and self._emulate_push(pc):
+        if not s.serving.step_compare_watches and self._emulate_push(pc):
             self._counted_at = None
             return None
         hardware_only = all(b.mechanism is Mechanism.HW_EXECUTE for b in users)
@@ -225,13 +229,13 @@ class RunControl:
         """
         s = self._s
         try:
-            effect = push_effect(s._mem.read(pc, 2), _PushRegisters(s.target))
+            effect = push_effect(s._mem.read(pc, 2), RegisterValues(s.target))
         except (GuestMemoryError, KeyError):
             return False
         if effect is None or s.serving.watches_at(effect.address, 8):
             return False
         try:
-            s._store_as_guest(effect.address, effect.value.to_bytes(8, "little"))
+            s._mem.write(effect.address, effect.value.to_bytes(8, "little"))
         except GuestMemoryError:
             return False  # let the CPU raise the fault
         s.target.write_register("rsp", effect.address)
@@ -281,7 +285,8 @@ class RunControl:
         s = self._s
         compare = s.stepcompare
         before = compare.expect() if compare.watches else None
-        if self._is_hlt(s.target.pc):
+        if (before.insn.mnemonic == "hlt" if before is not None and before.insn is not None
+                else self._is_hlt(s.target.pc)):
             # Never single-step a hlt: on some hosts (kvm_pvm) the step ends
             # at once and the guest's wait for an interrupt is lost. The
             # target runs it as the guest's own instead.
@@ -306,11 +311,13 @@ class RunControl:
         stop = self.leave()
         if stop is not None:
             return stop
+        serving = s.serving
         while True:
-            if s.stepcompare.watches:
+            if serving.step_compare_watches:
                 stop = self._compared_step()
             else:
-                stop = self.handle(self.resume(Resume(skip_slots_at=self._take_skip())))
+                skip = self._take_skip()
+                stop = self.handle(self.resume(CONTINUE if skip is None else Resume(skip_slots_at=skip)))
             if stop is not None:
                 return stop
 
@@ -476,20 +483,6 @@ class RunControl:
                               StopReason.FINISH,
                               lambda: s.target.read_register("rsp") >= frame_top))
         return self._run_with(internals)
-
-
-class _PushRegisters(dict[str, int]):
-    """The registers a push needs, read from the target when asked."""
-
-    def __init__(self, target: object) -> None:
-        super().__init__()
-        self._target = target
-
-    def __missing__(self, name: str) -> int:
-        try:
-            return self._target.read_register(name)  # type: ignore[attr-defined]
-        except UsageError:
-            raise KeyError(name) from None
 
 
 class _SteppedOver:

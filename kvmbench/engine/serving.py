@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from kvmbench.arch.profiles import SlotKind
 from kvmbench.backends.target import SlotProgram, StubAccess, Target
-from kvmbench.engine.model import Access, Breakpoint, Kind, Mechanism, Watchpoint
+from kvmbench.engine.model import SOFTWARE_TRAPS, Access, Breakpoint, Kind, Mechanism, Watchpoint
 from kvmbench.engine.patches import PatchTable
 from kvmbench.engine.planner import plan_breakpoint, plan_watchpoint
 from kvmbench.engine.slots import SlotTable
@@ -72,7 +72,8 @@ class Serving:
         #: Page-trap watch pieces, for the store path.
         self.page_watches: list[PageWatch] = []
         self._watches: dict[int, Watchpoint] = {}
-        self._step_watches: list[Watchpoint] = []
+        #: Watches served by single-step compare (read on every resume).
+        self.step_compare_watches: list[Watchpoint] = []
         #: Stop at traps the guest raises itself instead of handing them over.
         self.catch_guest_traps = False
         #: Bumped whenever what is armed changes.
@@ -90,11 +91,14 @@ class Serving:
         """True if one of our trap bytes is planted at ``address`` and in
         place: while it is lifted to step over it, a trap instruction there
         is the guest's own (a hlt under a breakpoint on that hlt)."""
-        users = [b for b in self.armed.get(address, ())
-                 if b.mechanism is not None and b.mechanism.is_software_trap]
-        if not users or self.patches is None:
+        if self.patches is None:
             return False
-        physical = self._patch_at.get(users[0].number)
+        for user in self.armed.get(address, ()):
+            if user.mechanism in SOFTWARE_TRAPS:
+                break
+        else:
+            return False
+        physical = self._patch_at.get(user.number)
         patch = self.patches.get(physical) if physical is not None else None
         return patch is not None and patch.armed
 
@@ -103,19 +107,11 @@ class Serving:
         """Guest-physical pages whose stores the target traps in this run."""
         return self._applied_write_traps
 
-    def step_compare_watches(self) -> list[Watchpoint]:
-        return self._step_watches
-
     def watches(self) -> Iterator[Watchpoint]:
         return iter(self._watches.values())
 
     def slot_owner(self, index: int) -> object | None:
-        if self.slots is None:
-            return None
-        for a in self.slots.assignments():
-            if a.index == index:
-                return a.owner
-        return None
+        return self.slots.owner_at(index) if self.slots is not None else None
 
     def watches_at(self, address: int, length: int) -> list[Watchpoint]:
         """Enabled watches overlapping the virtual range [address, address + length)."""
@@ -258,7 +254,7 @@ class Serving:
                     self.serve_watch(wp)
 
     def _refresh_watch_lists(self) -> None:
-        self._step_watches = [w for w in self._watches.values()
+        self.step_compare_watches = [w for w in self._watches.values()
                               if w.mechanism is Mechanism.STEP_COMPARE]
 
     # --- what the target must be told ---------------------------------------------

@@ -295,10 +295,6 @@ class Session:
         """The watched bytes as the guest sees them now."""
         return self._mem.read(wp.address, wp.length)
 
-    def _store_as_guest(self, address: int, data: bytes) -> None:
-        """A store the engine performs for the guest (an emulated push)."""
-        self._mem.write(address, data)
-
     # --- requests --------------------------------------------------------------------
 
     def slot_usage(self) -> tuple[int, int, list[tuple[str, str]]]:

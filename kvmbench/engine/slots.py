@@ -99,6 +99,13 @@ class SlotTable:
         """Every held slot, in slot order."""
         return tuple(a for a in self._slots if a is not None)
 
+    def owner_at(self, index: int) -> object | None:
+        """The owner of the slot at ``index`` in its pool (DR2 -> 2), if held."""
+        for a in self._slots:
+            if a is not None and a.index == index:
+                return a.owner
+        return None
+
     def assignment_by_slot(self, slot: str) -> SlotAssignment | None:
         """The assignment of the slot named ``slot`` ("DR1"), or None if free."""
         try:

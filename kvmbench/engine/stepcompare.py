@@ -60,7 +60,7 @@ class StepCompare:
 
     @property
     def watches(self) -> list[Watchpoint]:
-        return self._session.serving.step_compare_watches()
+        return self._session.serving.step_compare_watches
 
     def decode(self, pc: int) -> Instruction:
         """The instruction at ``pc`` as the guest wrote it (traps hidden)."""
@@ -130,8 +130,8 @@ class StepCompare:
         gathered_all, self._gathering, self._gathering_pc = self._gathering, {}, None
         for wp in self.watches:
             g = gathered_all.get(wp.number)
-            if g is None:
-                continue
+            if g is None or g.known and not (g.read or g.wrote):
+                continue  # the instruction's accesses are known and miss the watch
             new = session.read_watched(wp)
             if not g.known:
                 hit: bool | None = None

@@ -25,7 +25,7 @@ from kvmbench.backends.target import (
     TargetEvent,
     TrapExecuted,
 )
-from kvmbench.engine.model import Breakpoint, Mechanism, Watchpoint
+from kvmbench.engine.model import SOFTWARE_TRAPS, Breakpoint, Mechanism, Watchpoint
 
 
 class ArmedView(Protocol):
@@ -42,7 +42,11 @@ class ArmedView(Protocol):
     def watches_at(self, address: int, length: int) -> list[Watchpoint]: ...
 
 
-@dataclass(frozen=True)
+
+# Decisions, like target events, are not frozen (one per hit; see
+# kvmbench.backends.target). Treat them as immutable.
+
+@dataclass(slots=True)
 class BreakpointHit:
     """Our breakpoint(s) at ``pc`` fired; the guest stands at ``pc``."""
 
@@ -51,7 +55,7 @@ class BreakpointHit:
     requests: tuple[Breakpoint, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class WatchTrapped:
     """A watch mechanism that reports after the access (a hardware data
     slot, a stub's watchpoint) triggered for ``watches``."""
@@ -61,14 +65,14 @@ class WatchTrapped:
     address: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class StoreToTrappedPage:
     """A store the target trapped (page traps, pages holding our traps)."""
 
     event: StoreTrapped | StoreStepped
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class GuestOwned:
     """A trap that is not ours: hand it to the guest, or stop if the user
     catches guest traps."""
@@ -110,11 +114,12 @@ def _hit(view: ArmedView, pc: int, mechanism: Mechanism) -> BreakpointHit:
 
 def classify(event: TargetEvent, view: ArmedView) -> Decision:
     """What ``event`` means, given what is armed in ``view``."""
-    if isinstance(event, TrapExecuted):
-        ours = view.software_trap_at(event.pc) and _armed_with(
-            view, event.pc, lambda m: m.is_software_trap)
-        if ours:
-            return _hit(view, event.pc, ours[0].mechanism)  # type: ignore[arg-type]
+    if type(event) is TrapExecuted:
+        if view.software_trap_at(event.pc):
+            requests = tuple(b for b in view.breakpoints_at(event.pc) if b.mechanism is not None)
+            for b in requests:
+                if b.mechanism in SOFTWARE_TRAPS:
+                    return BreakpointHit(event.pc, b.mechanism, requests)  # type: ignore[arg-type]
         return GuestOwned(event, view.catch_guest_traps, "guest executed its own trap instruction")
     if isinstance(event, SlotHit):
         breakpoints: list[Breakpoint] = []

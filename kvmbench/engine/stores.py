@@ -27,6 +27,7 @@ from kvmbench.arch.stores import (
     Unreplayable,
     Writer,
     WriterCandidates,
+    call_writer,
     find_writer,
     reads_memory,
     replay_registers,
@@ -70,6 +71,20 @@ class Stores:
         exactly the stored pieces (``mov [rdi], eax`` does not explain the
         8 bytes ``mov [rdi], rax`` stored, though its bytes end the same)."""
         serving = self._session.serving
+        if len(pieces) == 1:
+            stored_at, stored_data = pieces[0]
+            translate = serving.target.translate
+
+            def explains_one(address: int, size: int) -> bool:
+                if (address & 0xFFF) + size > 0x1000:
+                    return explains(address, size)
+                if size != len(stored_data):
+                    return False
+                try:  # the store's own page is trapped: its bytes must be these
+                    return translate(address) == stored_at
+                except GuestMemoryError:
+                    return False
+
         stored = sorted((pa, pa + len(data)) for pa, data in pieces)
 
         def explains(address: int, size: int) -> bool:
@@ -84,10 +99,13 @@ class Stores:
                 for page in range(start >> 12, ((end - 1) >> 12) + 1) if page in trapped)
             return _merged(covered) == _merged(stored)
 
-        return explains
+        return explains_one if len(pieces) == 1 else explains
 
-    def _find_writer(self, pc: int, explains, stack_word: int | None,  # type: ignore[no-untyped-def]
+    def _find_writer(self, pc: int, explains,  # type: ignore[no-untyped-def]
+                     pieces: tuple[tuple[int, bytes], ...] = (),
                      access: OperandAccess = OperandAccess.WRITE) -> Writer | None:
+        """The instruction that made the access ``explains`` accounts for;
+        for a store of ``pieces``, the call that pushed them."""
         session = self._session
         mem = session._mem
         try:
@@ -107,8 +125,13 @@ class Stores:
                 if len(self._candidates) >= _CANDIDATES_LIMIT:
                     self._candidates.clear()
                 self._candidates[key] = candidates
-        return find_writer(mem.read, pc, RegisterValues(session.target), explains,
-                           stack_word=stack_word, candidates=candidates, access=access)
+        writer = find_writer(mem.read, pc, RegisterValues(session.target), explains,
+                             candidates=candidates, access=access)
+        if writer is None and pieces:  # not one of the instructions before pc
+            stack_word = self._stack_word(pieces)
+            if stack_word is not None:
+                return call_writer(mem.read, stack_word)
+        return writer
 
     def _stack_word(self, pieces: tuple[tuple[int, bytes], ...]) -> int | None:
         target = self._session.target
@@ -130,8 +153,7 @@ class Stores:
         pieces = event.pieces
         patches = serving.patches
         over_trap = patches is not None and any(
-            (p := patches.get(a)) is not None and p.armed
-            for pa, data in pieces for a in range(pa, pa + len(data)))
+            patches.armed_in(pa, pa + len(data)) for pa, data in pieces)
         touched = []
         for page_watch in serving.page_watches:
             for pa, data in pieces:
@@ -140,8 +162,7 @@ class Stores:
                     break
         writer = None
         if touched or over_trap:  # else a store beside a trap byte: nothing to attribute
-            writer = self._find_writer(event.pc, self._explains_pieces(pieces),
-                                       self._stack_word(pieces))
+            writer = self._find_writer(event.pc, self._explains_pieces(pieces), pieces)
         if over_trap and writer is not None and reads_memory(writer.insn):
             return self._replay(writer, event)
         for page_watch, first in touched:
@@ -161,6 +182,8 @@ class Stores:
 
     def _offset_of(self, wp: Watchpoint, piece_start: int) -> int:
         """Bytes of ``wp`` before the physical piece starting at ``piece_start``."""
+        if (wp.address & 0xFFF) + wp.length <= 0x1000:
+            return 0  # one page, one piece
         offset = 0
         for start, end in self._session.serving.physical_pieces(wp.address, wp.length):
             if start == piece_start:
@@ -266,7 +289,7 @@ class Stores:
         kinds = {w.access for w in watches}
         access = (OperandAccess.WRITE if kinds == {Access.WRITE} else
                   OperandAccess.READ if kinds == {Access.READ} else OperandAccess.READ_WRITE)
-        writer = self._find_writer(decision.pc, overlaps, None, access)
+        writer = self._find_writer(decision.pc, overlaps, access=access)
         for wp in watches:
             if wp.number not in self._pending:
                 self._pending[wp.number] = _Pending(wp, wp.value, decision.address)

@@ -132,6 +132,15 @@ class Memory:
     def read_unchecked(self, address: int, length: int, *, phys: bool = False,
                        raw: bool = False) -> bytes:
         """:meth:`read` for the engine itself, while the guest is formally running."""
+        if (self._physical and not phys and type(address) is int and type(length) is int
+                and 0 <= length <= 0x1000 - (address & 0xFFF) and address >= 0):
+            # The engine's usual read (code at pc, a stack slot): one page.
+            # read_physical bounds-checks the range itself.
+            target = self._target
+            pa = target.translate(address)
+            data = target.read_physical(pa, length)
+            patches = self._patches
+            return patches.shadow(pa, data) if patches is not None and not raw else data
         address, length = self._validate(address, length)
         if not self._physical:
             if phys:
@@ -157,6 +166,14 @@ class Memory:
     def write_unchecked(self, address: int, data: bytes, *, phys: bool = False) -> None:
         if not self._physical:
             self._target.write_memory(address, data)
+            return
+        if not phys and 0 <= address and len(data) <= 0x1000 - (address & 0xFFF):
+            # One page, the engine's own stores; write_physical bounds-checks.
+            pa = self._target.translate(address)
+            if self._patches is not None:
+                self._patches.write(pa, data)
+            else:
+                self._target.write_physical(pa, data)
             return
         pieces = list(self._physical_runs(address, len(data), phys))  # validate all first
         for _, pa, n in pieces:
@@ -186,11 +203,10 @@ class EngineMemory(Memory):
     def __init__(self, target: Target, patches: PatchTable | None) -> None:
         super().__init__(target, patches, lambda: None)
 
-    def read(self, address: int, length: int, *, phys: bool = False, raw: bool = False) -> bytes:
-        return self.read_unchecked(address, length, phys=phys, raw=raw)
-
-    def write(self, address: int, data: bytes, *, phys: bool = False) -> None:
-        self.write_unchecked(address, bytes(data), phys=phys)
+    # The engine's hot path: no state check, no argument validation beyond
+    # what the unchecked paths do.
+    read = Memory.read_unchecked
+    write = Memory.write_unchecked
 
 
 class RegisterValues(dict[str, int]):
@@ -199,8 +215,7 @@ class RegisterValues(dict[str, int]):
     target when first asked (a store's operands need two or three)."""
 
     def __init__(self, target: Target) -> None:
-        super().__init__()
-        self._target = target
+        self._target = target  # dict.__new__ made it empty: one per hit
 
     def __missing__(self, name: str) -> int:
         try:

@@ -46,7 +46,7 @@ class IoIn:
     size: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Debug:
     """KVM_EXIT_DEBUG: ``exception`` is 1 (#DB) or 3 (#BP); ``pc`` the guest rip."""
 

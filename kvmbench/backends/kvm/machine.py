@@ -71,7 +71,7 @@ class Int3Undelivered:
     pc: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TrappedStore:
     """One instruction's stores to read-only pages, completed without
     running further (api.rst, KVM_RUN: re-entering with immediate_exit
@@ -241,7 +241,7 @@ class Machine:
 
     def set_guest_debug(self, control: int, debugregs: Sequence[int] = (0,) * 8) -> None:
         """KVM_SET_GUEST_DEBUG, skipped when nothing changed since the last call."""
-        wanted = (control, tuple(debugregs))
+        wanted = (control, debugregs if type(debugregs) is tuple else tuple(debugregs))
         if wanted == self._guest_debug_last:
             return
         # KVM notes the rip a single-step starts from in this ioctl

@@ -99,6 +99,7 @@ class KvmTarget:
         self._execute_slots: dict[int, int] = {}  # address -> DR7 enable bits
         self._trap_opcodes: frozenset[int] = frozenset()
         self._intercept_guest_traps = False
+        self._controls: dict[tuple[bool, bool], int] = {}
         #: How the last int3 TrapExecuted came about: "int3" (a #BP exit) or
         #: "undelivered" (the host could not run it), for hand_back.
         self._trap_kind = ""
@@ -107,6 +108,11 @@ class KvmTarget:
         #: The guest is in the halt state with nothing that can wake it: a
         #: resume leaves it there (as a halted CPU) until its registers change.
         self._halted = False
+        # The engine's hot path (a hit reads code and a stack slot and writes
+        # a push): the machine's own methods, one call each, not two.
+        self.translate = machine.translate  # type: ignore[method-assign]
+        self.read_physical = machine.memory.read  # type: ignore[method-assign]
+        self.write_physical = machine.memory.write  # type: ignore[method-assign]
 
     # --- the protocol: facts ---------------------------------------------------
 
@@ -199,10 +205,12 @@ class KvmTarget:
             if s.kind is SlotKind.EXECUTE:
                 execute[s.address] = execute.get(s.address, 0) | 0b11 << (2 * s.index)
         self._execute_slots = execute
+        self._controls.clear()
 
     def set_software_traps(self, opcodes: frozenset[int], intercept_guest_traps: bool) -> None:
         self._trap_opcodes = opcodes
         self._intercept_guest_traps = intercept_guest_traps
+        self._controls.clear()
 
     def set_write_traps(self, pages: frozenset[int]) -> None:
         self.machine.memory.set_readonly_pages(pages)
@@ -255,6 +263,15 @@ class KvmTarget:
         return self._continue()
 
     def _control(self, stepping: bool, hold: bool) -> int:
+        """KVM_SET_GUEST_DEBUG's control word, computed once per change of
+        slots or traps (set_debug_slots and set_software_traps forget it)."""
+        key = (stepping, hold)
+        control = self._controls.get(key)
+        if control is None:
+            control = self._controls[key] = self._compute_control(stepping, hold)
+        return control
+
+    def _compute_control(self, stepping: bool, hold: bool) -> int:
         control = 0
         if self._execute_slots or self._debugregs[7] & 0xFF:
             control |= abi.KVM_GUESTDBG_ENABLE | abi.KVM_GUESTDBG_USE_HW_BP
@@ -355,6 +372,14 @@ class KvmTarget:
 
     def _translate(self, event: MachineEvent, stepping: bool) -> TargetEvent:
         machine = self.machine
+        if type(event) is Hlt:  # the hot path: a hlt trap's hit (or the guest's own hlt)
+            # rip stands after the hlt; rewind onto it, as for an int3.
+            regs = machine.regs
+            pc = (regs.rip - 1) & _MASK64
+            regs.rip = pc
+            machine.mark_regs_dirty()
+            self._halted = False
+            return TrapExecuted(pc, "hlt")
         if isinstance(event, TrappedStore):
             if event.debug is not None and event.debug.dr6 & 0xF:
                 self._pending = self._translate(event.debug, stepping)
