@@ -39,11 +39,21 @@ class Mechanism(enum.Enum):
     STUB_BREAKPOINT = "stub breakpoint (Z0)"
     STUB_HW_BREAKPOINT = "stub hw breakpoint (Z1)"
     STUB_WATCH = "stub watchpoint (Z2-Z4)"
+    #: The target counts executions itself and never stops for them
+    #: (``exec_counting`` targets: QEMU TCG with kvmbench's plugin);
+    #: unconditional tracepoints only.
+    PLUGIN_COUNTER = "plugin counter"
 
     @property
     def is_software_trap(self) -> bool:
         """A trap byte the engine writes into guest code itself."""
         return self in SOFTWARE_TRAPS
+
+    @property
+    def counts_only(self) -> bool:
+        """Serves only requests that count and never stop (tracepoints
+        without a condition): a hit makes no exit the engine could act on."""
+        return self is Mechanism.PLUGIN_COUNTER
 
     @property
     def is_stub(self) -> bool:

@@ -1,7 +1,9 @@
 """The planner: which mechanism serves each request on this target.
 
 Rules (DESIGN.md, "The engine"): ``auto`` code breakpoints prefer a software
-trap and keep hardware slots for what only hardware can do; ``auto``
+trap and keep hardware slots for what only hardware can do; an ``auto``
+tracepoint without a condition is counted by the target itself where it
+offers that (the plugin counter: no stop per hit); ``auto``
 watchpoints prefer hardware data slots, then what a stub inserts itself,
 then page traps (writes only), then single-step compare. ``auto`` never
 fails for lack of slots while a software mechanism can serve; ``hw``/``sw``
@@ -19,7 +21,8 @@ from kvmbench.engine.model import Access, Kind, Mechanism
 from kvmbench.errors import MechanismUnavailable, UsageError
 
 _BREAKPOINT_MECHANISMS = (Mechanism.HW_EXECUTE, Mechanism.INT3, Mechanism.HLT_TRAP,
-                          Mechanism.STUB_BREAKPOINT, Mechanism.STUB_HW_BREAKPOINT)
+                          Mechanism.STUB_BREAKPOINT, Mechanism.STUB_HW_BREAKPOINT,
+                          Mechanism.PLUGIN_COUNTER)
 _WATCH_MECHANISMS = (Mechanism.HW_DATA, Mechanism.PAGE_TRAP, Mechanism.STEP_COMPARE,
                      Mechanism.STUB_WATCH)
 _STUB_ACCESS = {Access.WRITE: StubAccess.WRITE, Access.READ: StubAccess.READ,
@@ -70,6 +73,8 @@ def _breakpoint_offers(caps: TargetCapabilities) -> dict[Mechanism, str]:
         offers[Mechanism.STUB_BREAKPOINT] = ""
     if "hw" in caps.stub_breakpoints:
         offers[Mechanism.STUB_HW_BREAKPOINT] = ""
+    if caps.exec_counting is not None:
+        offers[Mechanism.PLUGIN_COUNTER] = ""
     return offers
 
 
@@ -79,18 +84,26 @@ def _reason_unavailable(mechanism: Mechanism, caps: TargetCapabilities) -> str:
                Mechanism.STEP_COMPARE: Feature.SINGLE_STEP}.get(mechanism)
     if feature is not None and feature in caps.features.results:
         return caps.why_not(feature)
+    if mechanism is Mechanism.PLUGIN_COUNTER and caps.exec_counting_unavailable:
+        return f"the {caps.name} target counts nothing itself: {caps.exec_counting_unavailable}"
     return f"the {caps.name} target offers no {mechanism.value}"
 
 
 def plan_breakpoint(
-    kind: Kind, caps: TargetCapabilities, mechanism: Mechanism | None = None
+    kind: Kind, caps: TargetCapabilities, mechanism: Mechanism | None = None, *,
+    counting: bool = False,
 ) -> Plan:
     """Candidate mechanisms for an execution breakpoint, best first; only
-    ``mechanism`` if the request names one."""
+    ``mechanism`` if the request names one. ``counting``: the request only
+    counts (a tracepoint without a condition), so a mechanism that never
+    stops may serve it."""
     offers = _breakpoint_offers(caps)
     if mechanism is not None:
         if mechanism not in _BREAKPOINT_MECHANISMS:
             raise UsageError(f"a breakpoint cannot be served by a {mechanism.value}")
+        if mechanism.counts_only and not counting:
+            raise UsageError(f"a {mechanism.value} only counts: it serves tracepoints "
+                             "without a condition")
         if mechanism not in offers:
             raise MechanismUnavailable(_reason_unavailable(mechanism, caps))
         return Plan(((mechanism, f"{mechanism.value} requested"),))
@@ -112,6 +125,11 @@ def plan_breakpoint(
             choices.append((Mechanism.STUB_BREAKPOINT, "the stub refused another hw breakpoint"))
         return Plan(tuple(choices))
     choices: list[tuple[Mechanism, str]] = []
+    if counting and Mechanism.PLUGIN_COUNTER in offers:
+        assert caps.exec_counting is not None
+        choices.append((Mechanism.PLUGIN_COUNTER,
+                        f"auto: an unconditional tracepoint, counted by the target's "
+                        f"{caps.exec_counting.name} without a stop per hit"))
     if sw is not None:
         why = "int3 works here" if sw is Mechanism.INT3 else "int3 unavailable here, hlt traps"
         choices.append((sw, f"auto: software trap keeps the hardware slots free ({why})"))

@@ -157,8 +157,17 @@ class Breakpoints:
         compiled = _compile(condition)
 
         def change() -> None:
+            # A condition is evaluated at each hit, which needs a stop: a
+            # request that only counted is served again by what stops.
+            reserve = condition is not None and bp.mechanism is not None and bp.mechanism.counts_only
+            if reserve and bp.requested is bp.mechanism:
+                raise UsageError(f"{bp} is served by the {bp.mechanism.value} asked for, "
+                                 "which only counts: it cannot evaluate a condition")
             self._conditions[bp.number] = compiled
             bp.condition = condition
+            if reserve:
+                self._session.serving.unserve_breakpoint(bp)
+                self._session.serving.serve_breakpoint(bp)
 
         self._session._change(change)
 

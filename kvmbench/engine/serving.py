@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from kvmbench.arch.profiles import SlotKind
 from kvmbench.backends.target import SlotProgram, StubAccess, Target
@@ -22,6 +23,9 @@ from kvmbench.engine.patches import PatchTable
 from kvmbench.engine.planner import plan_breakpoint, plan_watchpoint
 from kvmbench.engine.slots import SlotTable
 from kvmbench.errors import BreakpointError, GuestMemoryError, KvmbenchError, SlotsExhausted
+
+if TYPE_CHECKING:
+    from kvmbench.engine.execcounters import ExecCounters
 
 PAGE_SHIFT = 12
 _STUB_ACCESS = {Access.WRITE: StubAccess.WRITE, Access.READ: StubAccess.READ,
@@ -81,6 +85,9 @@ class Serving:
         self._programmed = -1
         self._write_trap_pages: frozenset[int] = frozenset()
         self._applied_write_traps: frozenset[int] = frozenset()
+        #: Counts the target keeps itself (set by the session); requests
+        #: served so are not in :attr:`armed`: nothing of theirs ever stops.
+        self.exec_counters: ExecCounters | None = None
 
     # --- queries --------------------------------------------------------------------
 
@@ -126,7 +133,8 @@ class Serving:
 
     def serve_breakpoint(self, bp: Breakpoint) -> None:
         """Give ``bp`` a mechanism and arm it; raises if none can serve."""
-        plan = plan_breakpoint(bp.kind, self.capabilities, bp.requested)
+        counting = self.exec_counters is not None and self.exec_counters.eligible(bp)
+        plan = plan_breakpoint(bp.kind, self.capabilities, bp.requested, counting=counting)
         failure: KvmbenchError | None = None
         for mechanism, reason in plan.choices:
             try:
@@ -134,15 +142,22 @@ class Serving:
             except (SlotsExhausted, GuestMemoryError, BreakpointError) as e:
                 failure = e
                 continue
+            if counting and not mechanism.counts_only and self.capabilities.exec_counting_unavailable:
+                reason = f"{reason}; no plugin counter: {self.capabilities.exec_counting_unavailable}"
             bp.mechanism, bp.reason = mechanism, reason
-            self.armed.setdefault(bp.address, []).append(bp)
+            if not mechanism.counts_only:
+                self.armed.setdefault(bp.address, []).append(bp)
             self.generation += 1
             return
         assert failure is not None
         raise failure
 
     def _arm_breakpoint(self, bp: Breakpoint, mechanism: Mechanism) -> None:
-        if mechanism is Mechanism.HW_EXECUTE:
+        if mechanism is Mechanism.PLUGIN_COUNTER:
+            assert self.exec_counters is not None
+            self.exec_counters.arm(bp)
+            bp.slot = None
+        elif mechanism is Mechanism.HW_EXECUTE:
             assert self.slots is not None
             bp.slot = self.slots.allocate(bp, SlotKind.EXECUTE, bp.address).slot
         elif mechanism.is_software_trap:
@@ -171,7 +186,10 @@ class Serving:
             users.remove(bp)
         if not users:
             self.armed.pop(bp.address, None)
-        if mechanism is Mechanism.HW_EXECUTE:
+        if mechanism is Mechanism.PLUGIN_COUNTER:
+            assert self.exec_counters is not None
+            self.exec_counters.disarm(bp)
+        elif mechanism is Mechanism.HW_EXECUTE:
             assert self.slots is not None
             self.slots.release(bp)
         elif mechanism.is_software_trap:

@@ -13,13 +13,14 @@ which the planner offers as the "plugin counter" mechanism.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from kvmbench.backends.gdbremote.client import GdbRemoteClient
 from kvmbench.backends.gdbremote.events import TargetStop
 from kvmbench.backends.gdbremote.target import GdbRemoteTarget
 from kvmbench.backends.linux.plugin import PluginError
-from kvmbench.backends.target import TargetCapabilities
+from kvmbench.backends.target import ExecCounting, TargetCapabilities
 from kvmbench.errors import BreakpointError
 
 if TYPE_CHECKING:
@@ -36,11 +37,14 @@ class LinuxTarget(GdbRemoteTarget):
         super().__init__(client, name=f"qemu linux ({machine.options.accel})",
                          console=lambda: qemu.console, exit_code=qemu.wait_exit,
                          on_close=machine.close)
-        self._linux_capabilities = super().capabilities
-        #: Why the target counts nothing itself, when it does not.
-        self.counting_unavailable = "" if machine.counter is not None else (
-            "QEMU loads no TCG plugins under KVM" if machine.options.accel == "kvm"
-            else "the machine was booted without kvmbench's counting plugin")
+        base = super().capabilities
+        if machine.counter is not None:
+            counting = ExecCounting("TCG plugin", machine.counter.capacity)
+            self._linux_capabilities = replace(base, exec_counting=counting)
+        else:
+            why = ("QEMU loads no TCG plugins under KVM" if machine.options.accel == "kvm"
+                   else "the machine was booted without kvmbench's counting plugin")
+            self._linux_capabilities = replace(base, exec_counting_unavailable=why)
 
     @classmethod
     def attach(cls, machine: "LinuxMachine") -> "LinuxTarget":
@@ -71,7 +75,7 @@ class LinuxTarget(GdbRemoteTarget):
         counter = self.machine.counter
         if counter is None:
             raise BreakpointError(f"the {self.name} target counts nothing itself: "
-                                  f"{self.counting_unavailable}")
+                                  f"{self._linux_capabilities.exec_counting_unavailable}")
         try:
             counter.add(*addresses)
         except PluginError as e:
