@@ -42,7 +42,7 @@ def parse_mechanism(mechanism: Mechanism | str) -> Mechanism:
         return mechanism
     text = str(mechanism).strip()
     for m in Mechanism:
-        if text.lower() in (m.value, m.name.lower()):
+        if text.lower() in (m.value.lower(), m.name.lower()):
             return m
     names = ", ".join(repr(m.value) for m in Mechanism)
     raise UsageError(f"unknown mechanism {mechanism!r}: one of {names}")
