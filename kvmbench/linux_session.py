@@ -20,6 +20,7 @@ The engine knows nothing of any of it.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import itertools
 import os
 import re
@@ -531,6 +532,21 @@ class LinuxSession(Session):
         self.last_stop = stop
         return stop
 
+    def read_c_string(self, address: int, limit: int = 4096) -> bytes:
+        """The NUL-terminated string at virtual ``address`` (a user pointer
+        such as a system call's filename, in the stopped CPU's address
+        space), read page by page so that one ending just below an unmapped
+        page is read whole; at most ``limit`` bytes."""
+        out = bytearray()
+        while len(out) < limit:
+            here = address + len(out)
+            chunk = self.mem.read(here, min(4096 - (here & 0xFFF), limit - len(out)))
+            end = chunk.find(b"\0")
+            if end >= 0:
+                return bytes(out + chunk[:end])
+            out += chunk
+        return bytes(out)
+
     # --- symbols ----------------------------------------------------------------------------
 
     def _kernel_table(self) -> None:
@@ -595,6 +611,25 @@ class LinuxSession(Session):
                 continue
             resolved.append(self.breakpoints._resolve_pending(bp))
         return resolved
+
+    def trace_functions(self, *patterns: str, **options: Any) -> list[Breakpoint]:
+        """A tracepoint on every kernel function whose name matches one of
+        the shell-style ``patterns`` (``"vfs_*"``, ``"__x64_sys_*"``), in
+        name order; on TCG the plugin counter serves them (no stop per
+        hit). ``options`` are :meth:`Breakpoints.add`'s."""
+        if not patterns or not all(isinstance(p, str) and p for p in patterns):
+            raise UsageError(f"trace_functions takes name patterns such as 'vfs_*', not {patterns!r}")
+        table = self.symbols
+        wanted = re.compile("|".join(fnmatch.translate(p) for p in patterns))
+        names = sorted({symbol.name for symbol in table.functions() if wanted.match(symbol.name)})
+        if not names:
+            raise SymbolError(f"no kernel function matches {', '.join(patterns)}")
+        traced: dict[int, Breakpoint] = {}
+        for name in names:
+            address = table.resolve(name)
+            if address not in traced:  # aliases of one function count once
+                traced[address] = self.breakpoints.trace(name, **options)
+        return list(traced.values())
 
     # --- modules ------------------------------------------------------------------------
 
