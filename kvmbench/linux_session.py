@@ -415,6 +415,8 @@ class LinuxSession(Session):
         self.breakpoints: LinuxBreakpoints = LinuxBreakpoints(self)
         self._hooks: list[Breakpoint] = []
         self._hooks_armed = False
+        self._refreshing = False
+        self._modules_seen = ""  # /proc/modules when module symbols were last read
         # Parsing ~95,000 kallsyms lines into a table takes about a second:
         # start it now, so that it is ready when the first breakpoint needs it.
         self._symbols_ready = threading.Thread(target=self._kernel_table, name="kvmbench-kallsyms",
@@ -486,8 +488,20 @@ class LinuxSession(Session):
                 raise watch.error
             if watch.timed_out:
                 raise CommandTimeout(watch.command, watch.timeout, watch.running.output)
-            assert self.last_command is not None
-            return self.last_command
+            result = self.last_command
+            assert result is not None
+            if self.breakpoints.pending and not self._hooks and not self._refreshing:
+                # No DWARF, so no word from the kernel when a module loads:
+                # the command may have loaded one; look (and say nothing if not).
+                self._refreshing = True
+                try:
+                    self.refresh_modules()
+                except KvmbenchError:
+                    pass
+                finally:
+                    self._refreshing = False
+                self.last_command = result
+            return result
         # A breakpoint, a watchpoint, the user's pause or the kernel's end:
         # the command waits, and its timeout no longer runs.
         watch.set_deadline(None)
@@ -711,6 +725,11 @@ class LinuxSession(Session):
         if self.vmlinux is not None:
             self._module_symbols = dict(self._drgn_modules())
         else:
+            loaded = self.shell("cat /proc/modules")
+            if loaded.output == self._modules_seen:
+                return []  # no module came or went: nothing new to resolve
+            self._modules_seen = loaded.output
+            # Only the modules' lines cross the (emulated UART) channel.
             text = self.shell("grep -F '[' /proc/kallsyms", timeout=120)
             if not text.finished:
                 raise SessionStateError(f"reading the module symbols was interrupted: {text.describe()}")
