@@ -198,6 +198,10 @@ def cmd_gdbserver(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from kvmbench.bench.runner import run_bench
 
+    if args.linux:
+        from kvmbench.bench.linux import main as run_linux_bench
+
+        return run_linux_bench(repeat=args.repeat, as_json=args.json)
     if args.gdb:
         from kvmbench.bench.gdb import main as run_gdb_bench
 
@@ -308,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--gdb", action="store_true",
                    help="instead: gdb's counted hits/s through kvmbench's GDB server vs QEMU TCG's gdbstub")
+    p.add_argument("--linux", action="store_true",
+                   help="instead: a Linux kernel session: boot times, counted kernel hits/s through the "
+                        "plugin vs breakpoints vs gdb, and the guest's slowdown with 1000 functions traced")
     p.add_argument("--panel", action="store_true",
                    help="also measure what a live debugger panel costs a running guest")
     p.add_argument("--target", default="kvm", choices=("kvm", "qemu"),

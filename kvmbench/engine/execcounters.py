@@ -90,6 +90,11 @@ class ExecCounters:
                     hits.add_counted(bp.number, new)
                 self._seen[bp.number] = now
 
+    def counts(self, address: int) -> bool:
+        """Whether the target counts executions of ``address`` for us: then
+        the instruction must really execute there, never be emulated."""
+        return address in self._users
+
     @property
     def addresses(self) -> list[int]:
         """The addresses the target counts for this session."""
