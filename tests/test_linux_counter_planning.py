@@ -110,3 +110,26 @@ def test_without_a_counter_a_tracepoint_is_a_breakpoint_and_says_why() -> None:
     bp = session.breakpoints.trace("f")
     assert bp.mechanism is Mechanism.STUB_BREAKPOINT
     assert "no plugin counter: QEMU loads no TCG plugins under KVM" in bp.reason
+
+
+def test_an_instruction_the_target_counts_is_stepped_off_never_emulated() -> None:
+    from fake_target import stepped_to
+
+    from kvmbench.backends.target import ResumeMode, StubBreakpointHit
+
+    def stub_hit(pc: int):  # type: ignore[no-untyped-def]
+        def step(t: CountingTarget, how):  # type: ignore[no-untyped-def]
+            t.regs["rip"] = pc
+            return StubBreakpointHit(pc)
+        return step
+
+    target = CountingTarget(COUNTING, script=[stub_hit(0x1000), stepped_to(0x1001), exits(0)])
+    target.memory[0x1000] = 0x55  # push rbp: emulated where nothing else must see it run
+    target.regs["rip"] = 0x2000
+    session = Session(target, fake_symbols(f=(0x1000, 16)))
+    stop_here = session.breakpoints.add("f", kind="sw")
+    counted = session.breakpoints.trace("f")
+    assert counted.mechanism is Mechanism.PLUGIN_COUNTER
+    assert session.cont().breakpoint == stop_here.number
+    session.cont()
+    assert [how.mode for how in target.resumes()] == [ResumeMode.CONTINUE, ResumeMode.STEP, ResumeMode.CONTINUE]

@@ -214,7 +214,7 @@ class RunControl:
         # The engine may run the instruction itself only where nothing else
         # must see it execute: no step-compare watch, no target counter there.
         emulable = not s.serving.step_compare_watches and not s.exec_counters.counts(pc)
-        if emulable and (self._emulate_push(pc) or self._skip_nop(pc)):
+        if emulable and self._emulate_push(pc):
             self._counted_at = None
             return None
         hardware_only = all(b.mechanism is Mechanism.HW_EXECUTE for b in users)
@@ -222,24 +222,6 @@ class RunControl:
             self._skip_slots_at = pc
             return None
         return self.run_out(pc)
-
-    def _skip_nop(self, pc: int) -> bool:
-        """Leave a breakpoint on a ``nop`` by moving rip past it (no step).
-
-        Linux functions start with a 5-byte nop, the ftrace call site
-        (``nopl 0x0(%rax,%rax,1)``); a multi-byte nop's memory operand is
-        never accessed (SDM vol. 2B, NOP), so nothing but rip changes.
-        ``endbr64`` is not a nop here: skipping it would leave an IBT
-        tracker waiting for it."""
-        s = self._s
-        try:
-            insn = instructions.decode(s._mem.read(pc, 15), pc)
-        except (GuestMemoryError, KvmbenchError):
-            return False
-        if insn.mnemonic != "nop":
-            return False
-        s.target.set_pc(insn.next_address)
-        return True
 
     def _emulate_push(self, pc: int) -> bool:
         """Execute a ``push r64`` at a breakpoint in the engine (no single-step).
