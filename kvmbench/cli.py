@@ -168,21 +168,33 @@ def cmd_linux(args: argparse.Namespace) -> int:
         requests = [session.breakpoints.add(loc, kind=args.kind) for loc in args.breaks]
         requests += [session.breakpoints.trace(loc, kind=args.kind) for loc in args.traces]
         command = " ".join(words)  # as ssh does: the guest's shell parses it
-        result = session.shell(command, timeout=args.timeout)
-        while not result.finished:
-            stop = result.stop
-            assert stop is not None
-            if not stop.alive:
-                print(f"kvmbench: {stop.describe()}", file=sys.stderr)
-                return 128
-            where = session.symbols.format_address(stop.pc) if stop.pc is not None else ""
-            cpu = f" on CPU {stop.extra['cpu']}" if "cpu" in stop.extra else ""
-            print(f"[kvmbench] {stop.describe()} ({where}){cpu}", file=sys.stderr)
-            result = session.wait_command(timeout=args.timeout)
+        interrupted = threading.Event()  # Ctrl-C: pause the guest, report, stop
+
+        def interrupt(*_: object) -> None:
+            interrupted.set()
+            session.pause()
+
+        previous = signal.signal(signal.SIGINT, interrupt)
+        try:
+            result = session.shell(command, timeout=args.timeout)
+            while not result.finished and not interrupted.is_set():
+                stop = result.stop
+                assert stop is not None
+                if not stop.alive:
+                    break
+                where = session.symbols.format_address(stop.pc) if stop.pc is not None else ""
+                cpu = f" on CPU {stop.extra['cpu']}" if "cpu" in stop.extra else ""
+                print(f"[kvmbench] {stop.describe()} ({where}){cpu}", file=sys.stderr)
+                result = session.wait_command(timeout=args.timeout)
+        finally:
+            signal.signal(signal.SIGINT, previous)
         sys.stdout.write(result.output)
         sys.stdout.flush()
         if requests:
             _print_hits(session, requests)
+        if not result.finished:
+            print(f"kvmbench: {result.describe()}", file=sys.stderr)
+            return 130 if interrupted.is_set() else 128
         if result.exit_code is None:
             print(f"kvmbench: {result.describe()}", file=sys.stderr)
             return 128 + (result.signal or 0)

@@ -111,6 +111,8 @@ class ShellResult:
     def describe(self) -> str:
         """One line: how the command ended, or why it is still running."""
         if self.stop is not None and not self.finished:
+            if not self.stop.alive:
+                return f"{self.command!r} did not finish: {self.stop.describe()}"
             return f"{self.command!r} still runs: {self.stop.describe()}"
         if self.signal is not None:
             return f"{self.command!r} was killed by signal {self.signal}"
@@ -380,7 +382,10 @@ class _CommandWatch:
                 f"the guest's command channel failed: {e}")
         finally:
             self.ended.set()
-            self.session.pause()
+            try:
+                self.session.pause()
+            except KvmbenchError:
+                pass  # QEMU is gone (the kernel stopped): the run ends on its own
 
     def close(self) -> None:
         self._closing = True
@@ -540,6 +545,15 @@ class LinuxSession(Session):
                 how = f"exited with code {result.exit_code}"
             if stop.reason is StopReason.PAUSED:
                 stop = dataclasses.replace(stop, detail=f"guest command {watch.command!r} {how}")
+        if not stop.alive and self._qemu_gone():
+            # The kernel ended QEMU (a panic with panic=-1 and -no-reboot, a
+            # power-off): its console says why; the stub's closed socket does not.
+            lines = self.machine.qemu.console.strip().splitlines()
+            why = next((line for line in reversed(lines) if "Kernel panic" in line),
+                       lines[-1] if lines else "no console output")
+            stop = dataclasses.replace(stop, reason=StopReason.EXITED, pc=None,
+                                       detail=f"QEMU exited with the kernel: {why.strip()}")
+            self.state = RunState.EXITED
         cpu = self.target.cpu
         if cpu is not None and stop.alive:
             stop.extra["cpu"] = cpu
@@ -560,6 +574,14 @@ class LinuxSession(Session):
                 return bytes(out + chunk[:end])
             out += chunk
         return bytes(out)
+
+    def _qemu_gone(self) -> bool:
+        """Whether QEMU has exited (given a moment: it closes its sockets first)."""
+        try:
+            self.machine.qemu.wait_exit(2.0)
+        except KvmbenchError:
+            pass  # it exited with a status of its own; exited says so
+        return self.machine.qemu.exited
 
     # --- symbols ----------------------------------------------------------------------------
 

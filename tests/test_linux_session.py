@@ -230,3 +230,13 @@ def test_without_dwarf_a_pending_breakpoint_resolves_after_the_command_that_load
         assert session.symbols.format_address(stopped.stop.pc) == "cpuid_open"
         with pytest.raises(KvmbenchError, match="needs the kernel's DWARF"):
             session.tasks()
+
+
+def test_a_kernel_panic_ends_the_session_with_the_kernels_own_words(programs: dict[str, Path]) -> None:
+    with kvmbench.linux(files=programs, modules=["cpuid"]) as session:
+        result = session.shell("echo c > /proc/sysrq-trigger")
+        assert not result.finished and result.stop is not None
+        assert result.stop.reason is StopReason.EXITED
+        assert "Kernel panic - not syncing: sysrq triggered crash" in result.stop.detail
+        with pytest.raises(SessionStateError, match="exited"):
+            session.shell("true")
