@@ -488,6 +488,8 @@ class LinuxSession(Session):
     def _follow(self, watch: _CommandWatch) -> ShellResult:
         """Run the guest until the command ends or something stops it first."""
         stop = self.cont()
+        if not stop.alive:
+            return watch.result(stop)  # the kernel ended (its channel with it)
         if watch.ended.is_set() and self._command is None:
             if watch.error is not None:
                 raise watch.error
