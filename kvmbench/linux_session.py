@@ -932,11 +932,3 @@ def _module_kallsyms(mod: "drgn.Object") -> tuple[Symbol, ...]:
         ranked.append((local, Symbol(symbol.name, symbol.address, symbol.size, kind)))
     ranked.sort(key=lambda item: item[0])
     return tuple(symbol for _, symbol in ranked)
-
-
-def is_linux_session(session: object) -> bool:
-    """Whether ``session`` is a kernel session (for front ends)."""
-    return isinstance(session, LinuxSession)
-
-
-__all__ += ["is_linux_session", "RunState"]

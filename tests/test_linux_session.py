@@ -157,9 +157,12 @@ def test_a_pending_module_breakpoint_resolves_when_its_module_loads(linux: Linux
     if linux.vmlinux is not None:
         names = [linux.symbols.format_address(pc).split("+")[0] for pc in linux.backtrace()]
         assert names[:2] == ["cpuid_open", "chrdev_open"]
-    linux.breakpoints.delete(opened.number)
+    linux.breakpoints.delete(init.number)
     assert linux.wait_command().output.strip() == "16"
     assert linux.shell("rmmod cpuid").ok
+    if linux.vmlinux is not None:  # free_module tells: pending again, until it loads again
+        again = linux.breakpoints[opened.number]
+        assert isinstance(again, PendingBreakpoint) and "module cpuid was unloaded" in again.reason
 
 
 def _loaded(session: LinuxSession) -> list[tuple[str, int, int]]:
