@@ -455,3 +455,46 @@ def test_a_step_that_stays_put_elsewhere_is_not_repeated(stub_factory, clients) 
     stop = client.step(pc=0x100040)
     assert isinstance(stop, TargetStop) and stop.registers["rip"] == 0x100040
     assert client.lost_steps == 0 and stub.log.count(b"vCont;s:p1.1") == 1
+
+
+# --- round trips: packets back to back, register writes sent before a run ---------
+
+
+def test_packets_sent_back_to_back_get_their_replies_in_order(stub_factory, clients) -> None:
+    client = attach(stub_factory(), clients)
+    first, second = client.read_memory_many([(MEMORY_BASE + 16, 4), (MEMORY_BASE + 300, 2)])
+    assert first == bytes([16, 17, 18, 19])
+    assert second == bytes([300 % 256, 301 % 256])
+
+
+def test_a_range_the_stub_cannot_read_is_none_among_the_others(stub_factory, clients) -> None:
+    client = attach(stub_factory(), clients)
+    found = client.read_memory_many([(MEMORY_BASE, 2), (0x10, 2)])
+    assert found == [bytes([0, 1]), None]
+
+
+def test_register_writes_reach_the_stub_together_before_the_guest_runs(stub_factory, clients) -> None:
+    from kvmbench.backends.gdbremote.target import GdbRemoteTarget
+
+    stub = stub_factory()
+    target = GdbRemoteTarget(attach(stub, clients), name="scripted")
+    target.write_register("rsp", 0x1230)
+    target.write_register("rip", MEMORY_BASE + 8)
+    assert not any(p.startswith(b"P") for p in stub.log)  # nothing sent yet
+    assert target.read_register("rsp") == 0x1230  # but read back as written
+    target.resume()
+    sent = [p[:1] for p in stub.log if p[:1] in (b"P", b"v")]
+    assert sent[-3:] == [b"P", b"P", b"v"]
+    assert stub.regs["rsp"] == 0x1230 and stub.regs["rip"] == MEMORY_BASE + 8
+
+
+def test_a_refused_register_write_ends_the_resume_before_the_guest_runs(stub_factory, clients) -> None:
+    from kvmbench.backends.gdbremote.target import GdbRemoteTarget
+
+    stub = stub_factory(packet_P=lambda self, packet: b"E05")
+    target = GdbRemoteTarget(attach(stub, clients), name="scripted")
+    target.write_register("rax", 7)
+    with pytest.raises(RemoteRefused) as refused:
+        target.resume()
+    assert "rax" in one_line(refused.value)
+    assert not any(p.startswith(b"vCont;") for p in stub.log)

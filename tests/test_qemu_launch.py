@@ -86,6 +86,22 @@ def read_counter(qemu: Qemu, address: int) -> int:
     return struct.unpack("<I", qemu.read_physical(address, 4))[0]
 
 
+def test_without_qmp_events_qmp_connects_only_when_first_used(guest) -> None:
+    # QEMU sends STOP/RESUME events to every connected monitor at each
+    # gdbstub stop; a debugger's QEMU keeps no monitor until it needs one.
+    def monitors() -> int:
+        return sum(t.name == "kvmbench-qmp" for t in threading.enumerate())
+
+    before = monitors()
+    qemu = Qemu.start(QemuOptions(kernel=guest[0], devices=(DEBUG_EXIT_DEVICE,)), qmp_events=False)
+    try:
+        assert monitors() == before
+        assert qemu.status() == "prelaunch"
+        assert monitors() == before + 1
+    finally:
+        qemu.close()
+
+
 def test_qemu_starts_stopped_before_the_first_instruction(start) -> None:
     qemu = start()
     assert qemu.status() == "prelaunch"

@@ -197,6 +197,17 @@ class GdbRemoteClient:
             raise RemoteRefused(f"{self.address}: does not support {show(packet, 24)}")
         return reply
 
+    def request_many(self, packets: Sequence[bytes]) -> list[bytes]:
+        """Send ``packets`` back to back and return their replies in order:
+        one round trip for all. Replies are returned as they are (errors
+        included): the caller checks each."""
+        with self._lock:
+            for packet in packets:
+                self._check_stopped(packet)
+            self._channel.send_many(packets)
+            deadline = time.monotonic() + self.timeout
+            return [self._receive(f"reply to {show(packet, 24)}", deadline) for packet in packets]
+
     def _receive(self, waiting_for: str, deadline: float | None) -> bytes:
         data = self._channel.receive(deadline, waiting_for)
         if data is None:
@@ -295,6 +306,30 @@ class GdbRemoteClient:
             values[name] = value
             self.write_registers(values)
 
+    def write_register_values(self, values: Mapping[str, int], thread: ThreadId | None = None) -> None:
+        """Write several registers: their ``P`` packets in one round trip
+        (``G`` where ``P`` is not there)."""
+        if not values:
+            return
+        regs = {name: self._register(name) for name in values}
+        with self._lock:
+            self.select_thread("g", thread)
+            try:
+                packets = [registers.build_write_register(regs[name], value)
+                           for name, value in values.items()]
+            except RspError as e:
+                raise RemoteRefused(f"{self.address}: cannot write registers: {e}") from None
+            replies_ = self.request_many(packets)
+            for name, reply in zip(values, replies_):
+                if reply == b"":  # no P here: one G with everything
+                    merged = self.read_registers()
+                    merged.update(values)
+                    self.write_registers(merged)
+                    return
+                error = replies.parse_error_reply(reply)
+                if error is not None:
+                    raise RemoteRefused(f"{self.address}: refused writing {name}: {error}")
+
     def write_registers(self, values: Mapping[str, int | None], thread: ThreadId | None = None) -> None:
         """Write registers with ``G`` (those not given are sent unavailable)."""
         with self._lock:
@@ -334,6 +369,23 @@ class GdbRemoteClient:
                     raise RemoteRefused(f"{self.address}: cannot read memory at {at:#x} ({error or 'no data'})")
                 out += data
         return bytes(out[:length])
+
+    def read_memory_many(self, ranges: Sequence[tuple[int, int]],
+                         thread: ThreadId | None = None) -> list[bytes | None]:
+        """Several small reads (each within one packet) in one round trip;
+        None for a range the stub could not read."""
+        with self._lock:
+            self.select_thread("g", thread)
+            packets = [memory.build_read_memory(address, min(length, self._memory_chunk))
+                       for address, length in ranges]
+            out: list[bytes | None] = []
+            for (_, length), packet, reply in zip(ranges, packets, self.request_many(packets)):
+                if replies.parse_error_reply(reply) is not None:
+                    out.append(None)
+                    continue
+                data = self._parse(reply, packet, memory.parse_memory_reply)
+                out.append(data if len(data) == length else None)
+            return out
 
     def write_memory(self, address: int, data: bytes, thread: ThreadId | None = None) -> None:
         """Write ``data`` at ``address`` (``X`` where the stub has it, else ``M``)."""

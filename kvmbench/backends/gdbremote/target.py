@@ -115,6 +115,13 @@ class GdbRemoteTarget:
         self._regs: dict[str, int] = {}
         self._fetched = False
         self._pc: int | None = None
+        #: Register writes not sent yet: all go in one round trip before the
+        #: guest runs (a breakpoint's step-off writes rsp and rip).
+        self._dirty: dict[str, int] = {}
+        #: Memory read ahead at this stop (address, bytes): the stack top and
+        #: the code at pc, which every hit reads (its caller; the push it
+        #: emulates). Dropped when the guest runs or memory is written.
+        self._snapshot: list[tuple[int, bytes]] = []
         self._inserted: dict[tuple[int, str], int] = {}  # (address, kind) -> users
         self._capabilities = self._probe(probe_address)
 
@@ -168,14 +175,24 @@ class GdbRemoteTarget:
 
     def write_register(self, name: str, value: int) -> None:
         key = _gdb_name(name)
-        self.client.write_register(key, value & _MASK64)
-        self._regs[key] = value & _MASK64
+        if self.client.layout.by_name(key) is None:
+            raise UsageError(f"the {self.name} stub has no register {name!r}")
+        if not self._fetched:
+            self._fetch()  # a later fetch must not overwrite what we wrote
+        self._dirty[key] = self._regs[key] = value & _MASK64
         if key == "rip":
             self._pc = value & _MASK64
+
+    def _flush_registers(self) -> None:
+        """Send the register writes made since the stop, in one round trip."""
+        if self._dirty:
+            dirty, self._dirty = self._dirty, {}
+            self.client.write_register_values(dirty)
 
     def _fetch(self) -> None:
         values = self.client.read_registers()
         self._regs.update((name, value) for name, value in values.items() if value is not None)
+        self._regs.update(self._dirty)
         self._fetched = True
 
     def read_registers(self) -> Mapping[str, int]:
@@ -196,12 +213,28 @@ class GdbRemoteTarget:
     # --- memory -----------------------------------------------------------------------
 
     def read_memory(self, address: int, length: int) -> bytes:
+        for start, data in self._snapshot:
+            if start <= address and address + length <= start + len(data):
+                return data[address - start : address - start + length]
         try:
             return self.client.read_memory(address, length)
         except RemoteError as e:
             raise GuestMemoryError(f"cannot read {length} bytes at {address:#x}: {e}") from None
 
+    def _read_ahead(self, pc: int) -> None:
+        """Read the stack top and the code at ``pc`` in one round trip."""
+        ranges = [(pc, 16)]
+        rsp = self._regs.get("rsp")
+        if rsp is not None:
+            ranges.append((rsp, 16))
+        try:
+            found = self.client.read_memory_many(ranges)
+        except RemoteError:
+            return  # read on demand, with the error where it belongs
+        self._snapshot = [(start, data) for (start, _), data in zip(ranges, found) if data is not None]
+
     def write_memory(self, address: int, data: bytes) -> None:
+        self._snapshot = []
         try:
             self.client.write_memory(address, data)
         except RemoteError as e:
@@ -275,6 +308,7 @@ class GdbRemoteTarget:
         if self._pending is not None:
             event, self._pending = self._pending, None
             return event
+        self._flush_registers()  # a refused write raises here, the guest not run
         try:
             if how.mode is ResumeMode.STEP:
                 return self._steps(how.count, how.stop_at)
@@ -311,6 +345,7 @@ class GdbRemoteTarget:
         self._regs = {}
         self._fetched = False
         self._pc = None
+        self._snapshot = []
 
     def _translate(self, stop: StopEvent, stepping: bool) -> TargetEvent:
         if isinstance(stop, TargetExit):
@@ -335,6 +370,7 @@ class GdbRemoteTarget:
         if stepping:
             return Stepped(pc)
         if (pc, "sw") in self._inserted or (pc, "hw") in self._inserted:
+            self._read_ahead(pc)
             return StubBreakpointHit(pc)
         return GuestDebugTrap(1 if stop.is_trap else stop.signal, pc)
 

@@ -16,11 +16,12 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 
 from kvmbench.errors import RemoteConnectionError, RemoteProtocolError, RemoteTimeout, UsageError
 from kvmbench.rsp.framing import ACK, INTERRUPT, NACK, encode_packet
 from kvmbench.rsp.hexdata import show
-from kvmbench.rsp.stream import BadPacket, Garbage, Nack, Packet, PacketDecoder, StreamEvent
+from kvmbench.rsp.stream import Ack, BadPacket, Garbage, Nack, Packet, PacketDecoder, StreamEvent
 
 #: Packets the stub may send broken, in a row, before we give up on it.
 MAX_BAD_PACKETS = 3
@@ -29,6 +30,9 @@ MAX_RESENDS = 3
 #: Bytes of garbage between two packets before the stub is given up on.
 MAX_GARBAGE = 64 * 1024
 _RECV_SIZE = 64 * 1024
+#: Unacknowledged packets remembered for a resend (a stub that never acks
+#: must not make the list grow).
+_UNACKED_KEPT = 64
 
 
 def parse_address(address: str) -> tuple[int, str | tuple[str, int]]:
@@ -60,6 +64,9 @@ class PacketChannel:
         self._decoder = PacketDecoder()
         self._events: deque[StreamEvent] = deque()
         self._send_lock = threading.Lock()
+        #: Our framed packets the stub has not acknowledged yet, oldest
+        #: first (ack mode): a ``-`` asks for the oldest again.
+        self._unacked: deque[bytes] = deque(maxlen=_UNACKED_KEPT)
         self._last_sent = b""
         self._closed = False
 
@@ -94,8 +101,17 @@ class PacketChannel:
 
     def send(self, data: bytes) -> None:
         """Send one packet (framed and escaped here)."""
-        self._last_sent = encode_packet(data)
-        self._send_raw(self._last_sent)
+        self.send_many((data,))
+
+    def send_many(self, packets: Sequence[bytes]) -> None:
+        """Send packets back to back in one write: the stub answers them in
+        order (GDB manual, "Overview": a stub handles one packet at a time),
+        and their round trips overlap."""
+        framed = [encode_packet(data) for data in packets]
+        if not self.no_ack:
+            self._unacked.extend(framed)
+        self._last_sent = framed[-1]
+        self._send_raw(b"".join(framed))
 
     def send_interrupt(self) -> None:
         """The 0x03 byte: stop the running target (any thread)."""
@@ -125,18 +141,23 @@ class PacketChannel:
                             f"{event.reason} ({show(event.raw)})"
                         )
                     self._send_raw(NACK)
+                elif isinstance(event, Ack):
+                    if self._unacked:
+                        self._unacked.popleft()
                 elif isinstance(event, Nack):
                     resent += 1
-                    if resent > MAX_RESENDS or not self._last_sent:
+                    if resent > MAX_RESENDS or not (self._unacked or self._last_sent):
                         raise RemoteProtocolError(f"{self.address}: the stub keeps refusing our packet (nack) while {waiting_for}")
-                    self._send_raw(self._last_sent)
+                    # The oldest packet not acknowledged is the one refused; a
+                    # stub that acked before refusing means the last one.
+                    self._send_raw(self._unacked[0] if self._unacked else self._last_sent)
                 elif isinstance(event, Garbage):
                     garbage += len(event.data)
                     if garbage > MAX_GARBAGE:
                         raise RemoteProtocolError(
                             f"{self.address}: {garbage} bytes that are no packet while waiting for {waiting_for}"
                         )
-                # Acks, interrupts and notifications need nothing from us.
+                # Interrupts and notifications need nothing from us.
             data = self._recv(deadline, waiting_for)
             if not data:
                 return None
