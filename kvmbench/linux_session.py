@@ -442,6 +442,12 @@ class LinuxSession(Session):
         return self.target.cpu
 
     @property
+    def kaslr_offset(self) -> int:
+        """The kernel's KASLR slide, VMCOREINFO's KERNELOFFSET (0 when it
+        was not moved: a vmlinux booted through PVH, or nokaslr)."""
+        return self.machine.vmcoreinfo().kernel_offset
+
+    @property
     def smp(self) -> int:
         return self.machine.options.smp
 
