@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from kvmbench.backends.capabilities import HostCapabilities
 from kvmbench.backends.kvm import layout
@@ -24,7 +25,11 @@ from kvmbench.errors import UsageError
 from kvmbench.guests import GUEST_NAMES, guest_path
 from kvmbench.symbols import load_symbols
 
-__all__ = ["open", "attach", "Session", "GUEST_NAMES", "TARGETS", "resolve_image"]
+if TYPE_CHECKING:
+    from kvmbench.linux_session import LinuxSession
+
+
+__all__ = ["open", "attach", "linux", "Session", "GUEST_NAMES", "TARGETS", "resolve_image"]
 __version__ = "0.1.0"
 
 
@@ -115,3 +120,15 @@ def attach(address: str, *, symbols: str | Path | None = None,
         raise
     loader = (lambda: load_symbols(image)) if image is not None else (lambda: SymbolTable([]))
     return Session(target, loader, image)
+
+
+def linux(kernel: str | Path | None = None, initrd: str | Path | None = None, append: str = "",
+          accel: str = "auto", smp: int = 1, memory: str = "512M",
+          files: dict[str, str | Path] | None = None, **options: Any) -> "LinuxSession":
+    """Boot a Linux kernel under QEMU (Debian's when ``kernel`` is None)
+    and return a session stopped at its ready shell; ``files`` maps guest
+    paths to host files put in its initramfs. The other options and the
+    details: :func:`kvmbench.linux_session.linux`."""
+    from kvmbench.linux_session import linux as boot  # QEMU and drgn only when asked for
+
+    return boot(kernel, initrd, append, accel, smp, memory, files, **options)

@@ -1,4 +1,4 @@
-"""The ``kvmbench`` command: probe, run, gdbserver, bench, lab."""
+"""The ``kvmbench`` command: probe, run, attach, linux, gdbserver, bench, lab."""
 
 from __future__ import annotations
 
@@ -142,6 +142,65 @@ def _print_writes(session, wp) -> None:  # type: ignore[no-untyped-def]
                   for pc, n in writers.most_common()])
 
 
+def cmd_linux(args: argparse.Namespace) -> int:
+    """Boot a kernel, arm --break/--trace, run CMD in its shell, print its
+    output and the hit table; exit with CMD's exit code."""
+    import time
+
+    import kvmbench
+    from kvmbench.errors import UsageError
+
+    words = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not words:
+        raise UsageError("usage: kvmbench linux [OPTIONS] -- CMD (a command for the guest's shell)")
+    files = {}
+    for spec in args.files:
+        host, sep, guest = spec.rpartition(":")
+        if not sep or not host or not guest.startswith("/"):
+            raise UsageError(f"--file {spec!r}: use HOST:GUEST, GUEST an absolute path in the guest")
+        files[guest] = host
+    started = time.monotonic()
+    with kvmbench.linux(args.kernel, args.initrd, args.append, args.accel, args.smp, args.memory,
+                        files, modules=args.modules) as session:
+        origin = "from its snapshot" if session.machine.from_snapshot else "cold"
+        print(f"kvmbench: Linux {session.release} ({session.target.name}) ready {origin} in "
+              f"{time.monotonic() - started:.2f} s", file=sys.stderr)
+        requests = [session.breakpoints.add(loc, kind=args.kind) for loc in args.breaks]
+        requests += [session.breakpoints.trace(loc, kind=args.kind) for loc in args.traces]
+        command = " ".join(words)  # as ssh does: the guest's shell parses it
+        interrupted = threading.Event()  # Ctrl-C: pause the guest, report, stop
+
+        def interrupt(*_: object) -> None:
+            interrupted.set()
+            session.pause()
+
+        previous = signal.signal(signal.SIGINT, interrupt)
+        try:
+            result = session.shell(command, timeout=args.timeout)
+            while not result.finished and not interrupted.is_set():
+                stop = result.stop
+                assert stop is not None
+                if not stop.alive:
+                    break
+                where = session.symbols.format_address(stop.pc) if stop.pc is not None else ""
+                cpu = f" on CPU {stop.extra['cpu']}" if "cpu" in stop.extra else ""
+                print(f"[kvmbench] {stop.describe()} ({where}){cpu}", file=sys.stderr)
+                result = session.wait_command(timeout=args.timeout)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        sys.stdout.write(result.output)
+        sys.stdout.flush()
+        if requests:
+            _print_hits(session, requests)
+        if not result.finished:
+            print(f"kvmbench: {result.describe()}", file=sys.stderr)
+            return 130 if interrupted.is_set() else 128
+        if result.exit_code is None:
+            print(f"kvmbench: {result.describe()}", file=sys.stderr)
+            return 128 + (result.signal or 0)
+        return result.exit_code
+
+
 def cmd_gdbserver(args: argparse.Namespace) -> int:
     from kvmbench.gdbserver.cli import run_gdbserver
 
@@ -151,6 +210,10 @@ def cmd_gdbserver(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from kvmbench.bench.runner import run_bench
 
+    if args.linux:
+        from kvmbench.bench.linux import main as run_linux_bench
+
+        return run_linux_bench(repeat=args.repeat, as_json=args.json)
     if args.gdb:
         from kvmbench.bench.gdb import main as run_gdb_bench
 
@@ -219,6 +282,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop after N seconds (else at the guest's exit or Ctrl-C)")
     p.set_defaults(func=cmd_attach)
 
+    p = sub.add_parser("linux", help="boot a Linux kernel, run a command in it, count kernel functions",
+                       description="Boot a Linux kernel under QEMU (Debian's by default; from its "
+                                   "snapshot after the first time), run CMD in its shell with the "
+                                   "--break/--trace requests armed, print CMD's output and the hit "
+                                   "table, and exit with CMD's exit code.")
+    p.add_argument("--kernel", metavar="K", help="a bzImage or PVH vmlinux (default: Debian's current kernel)")
+    p.add_argument("--initrd", metavar="I", help="your own initramfs archive, unpacked before kvmbench's")
+    p.add_argument("--file", dest="files", action="append", default=[], metavar="HOST:GUEST",
+                   help="put the host file HOST at GUEST in the initramfs")
+    p.add_argument("--module", dest="modules", action="append", default=[], metavar="NAME",
+                   help="put a module of Debian's kernel package in /lib/modules")
+    p.add_argument("--append", default="", metavar="ARGS", help="more kernel command line")
+    p.add_argument("--accel", default="auto", choices=("auto", "tcg", "kvm"),
+                   help="auto: KVM on a VMX/SVM host, else TCG")
+    p.add_argument("--smp", type=int, default=1, metavar="N", help="number of CPUs")
+    p.add_argument("--memory", default="512M", metavar="SIZE", help="guest memory (default 512M)")
+    p.add_argument("--break", dest="breaks", action="append", default=[], metavar="F",
+                   help="report each hit of F and go on")
+    p.add_argument("--trace", dest="traces", action="append", default=[], metavar="F",
+                   help="count hits of F (the plugin counter on TCG: no stop per hit)")
+    p.add_argument("--kind", default="auto", choices=("auto", "hw", "sw"),
+                   help="mechanism for --break/--trace")
+    p.add_argument("--timeout", type=float, default=600.0, metavar="S",
+                   help="kill CMD after S seconds of running (default 600)")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD",
+                   help="the command for the guest's shell")
+    p.set_defaults(func=cmd_linux)
+
     p = sub.add_parser("gdbserver", help="serve a guest to gdb or lldb (GDB remote protocol)")
     p.add_argument("guest", help="a bundled guest's name or an ELF path")
     p.add_argument("args", nargs="*", help="the guest's arguments")
@@ -233,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--gdb", action="store_true",
                    help="instead: gdb's counted hits/s through kvmbench's GDB server vs QEMU TCG's gdbstub")
+    p.add_argument("--linux", action="store_true",
+                   help="instead: a Linux kernel session: boot times, counted kernel hits/s through the "
+                        "plugin vs breakpoints vs gdb, and the guest's slowdown with 1000 functions traced")
     p.add_argument("--panel", action="store_true",
                    help="also measure what a live debugger panel costs a running guest")
     p.add_argument("--fib", type=int, default=20, metavar="N",

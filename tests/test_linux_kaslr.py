@@ -55,3 +55,24 @@ def test_symbols_from_memory_carry_the_slide(machine) -> None:
 def test_vmcoreinfo_symbols_are_runtime_addresses(machine) -> None:
     info = machine.vmcoreinfo()
     assert info.symbol("init_uts_ns") == machine.symbols().get_by_name("init_uts_ns").address
+
+
+def test_a_session_on_the_moved_kernel_breaks_and_unwinds_at_its_runtime_addresses(machine) -> None:
+    import kvmbench
+    from kvmbench.engine.model import StopReason
+
+    slide = machine.vmcoreinfo().kernel_offset
+    with kvmbench.linux(kaslr=True) as session:  # the same machine: its snapshot
+        entry = session.symbols.resolve("__x64_sys_newuname")
+        assert entry == machine.symbols().get_by_name("__x64_sys_newuname").address
+        bp = session.breakpoints.add("__x64_sys_newuname")
+        result = session.shell("uname -r")
+        assert result.stop is not None and result.stop.reason is StopReason.BREAKPOINT
+        assert session.pc == entry and session.kaslr_offset == slide
+        if session.vmlinux is not None:
+            # drgn placed the DWARF by VMCOREINFO's KERNELOFFSET: its symbols are runtime addresses too.
+            assert session.drgn.symbol("__x64_sys_newuname").address == entry
+            names = [session.symbols.format_address(pc).split("+")[0] for pc in session.backtrace()]
+            assert names[:2] == ["__x64_sys_newuname", "do_syscall_64"]
+        session.breakpoints.delete(bp.number)
+        assert session.wait_command().output.strip() == session.release

@@ -51,6 +51,18 @@ class ProbeSupport:
     drain_interval: float
 
 
+@dataclass(frozen=True)
+class ExecCounting:
+    """The target counts executions of chosen guest-virtual addresses
+    itself, without stopping the guest (:meth:`Target.count_executions`):
+    ``name`` is what does it (shown with the mechanism), ``capacity`` how
+    many addresses it counts at once. Counts are exact from the next resume
+    after a change, and can be read at any time, also while the guest runs."""
+
+    name: str
+    capacity: int
+
+
 class StubAccess(enum.Enum):
     """What a target-inserted watchpoint triggers on (GDB's Z2, Z3, Z4)."""
 
@@ -86,6 +98,10 @@ class TargetCapabilities:
     physical_memory: bool = False
     #: One single-step of the target can hold interrupts off.
     step_blocks_interrupts: bool = False
+    #: The target counts executions itself (the "plugin counter"), or None
+    #: with ``exec_counting_unavailable`` saying why.
+    exec_counting: ExecCounting | None = None
+    exec_counting_unavailable: str = ""
     #: Guest-physical ranges the target itself uses ([start, end), what):
     #: no trap byte or page trap may go there.
     reserved: tuple[tuple[int, int, str], ...] = ()
@@ -464,4 +480,20 @@ class Target(Protocol):
 
     def close(self) -> None:
         """Release the target (restore nothing: the engine restores its own patches first)."""
+        ...
+
+    # counting without stopping (``exec_counting`` targets)
+
+    def count_executions(self, addresses: Sequence[int]) -> None:
+        """Count every execution of the instructions at these addresses from
+        the next resume on, from 0; raises BreakpointError when the target
+        cannot count more."""
+        ...
+
+    def stop_counting(self, addresses: Sequence[int]) -> None:
+        """Stop counting these addresses (their counts are forgotten)."""
+        ...
+
+    def execution_counts(self) -> Mapping[int, int]:
+        """Executions of each counted address so far (any thread, any time)."""
         ...

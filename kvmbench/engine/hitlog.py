@@ -80,6 +80,11 @@ class HitLog:
                 column[0:keep - first] = array(kind, values[start + first:count])
         self._next = (i + keep) % self.capacity
 
+    def add_counted(self, number: int, hits: int) -> None:
+        """Add ``hits`` of request ``number`` that a counter kept (the target
+        counted them without a stop): totals only, no rows in the ring."""
+        self.totals[number] += hits
+
     @property
     def recorded(self) -> int:
         """Hits recorded since the log was created (including ones the ring dropped)."""

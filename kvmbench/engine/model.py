@@ -42,11 +42,27 @@ class Mechanism(enum.Enum):
     #: A jump to a VMM-owned trampoline that counts in the guest, without
     #: an exit per hit (unconditional tracepoints on the native target).
     IN_GUEST_PROBE = "in-guest probe"
+    #: The target counts executions itself and never stops for them
+    #: (``exec_counting`` targets: QEMU TCG with kvmbench's plugin);
+    #: unconditional tracepoints only.
+    PLUGIN_COUNTER = "plugin counter"
 
     @property
     def is_software_trap(self) -> bool:
         """A trap byte the engine writes into guest code itself."""
         return self in SOFTWARE_TRAPS
+
+    @property
+    def counts_only(self) -> bool:
+        """Serves only requests that count and never stop (tracepoints
+        without a condition): a condition needs another mechanism."""
+        return self in (Mechanism.IN_GUEST_PROBE, Mechanism.PLUGIN_COUNTER)
+
+    @property
+    def counted_by_target(self) -> bool:
+        """The target counts the hits itself, also when the engine steps the
+        instruction: the engine never counts them (nor arms anything)."""
+        return self is Mechanism.PLUGIN_COUNTER
 
     @property
     def is_stub(self) -> bool:

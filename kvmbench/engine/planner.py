@@ -2,10 +2,11 @@
 
 Rules (DESIGN.md, "The engine"): ``auto`` code breakpoints prefer a software
 trap and keep hardware slots for what only hardware can do; an ``auto``
-tracepoint without a condition prefers an in-guest probe where the target
-offers one (it counts without an exit; whether the patch is safe is the
-engine's analysis, :mod:`kvmbench.engine.probes`, which falls back to the
-next choice with its reason); ``auto``
+tracepoint without a condition is counted by the target itself where it
+offers that (the plugin counter: no stop per hit), else by an in-guest probe
+where the target offers one (it counts without an exit; whether the patch is
+safe is the engine's analysis, :mod:`kvmbench.engine.probes`, which falls
+back to the next choice with its reason); ``auto``
 watchpoints prefer hardware data slots, then what a stub inserts itself,
 then page traps (writes only), then single-step compare. ``auto`` never
 fails for lack of slots while a software mechanism can serve; ``hw``/``sw``
@@ -24,7 +25,7 @@ from kvmbench.errors import MechanismUnavailable, UsageError
 
 _BREAKPOINT_MECHANISMS = (Mechanism.HW_EXECUTE, Mechanism.INT3, Mechanism.HLT_TRAP,
                           Mechanism.STUB_BREAKPOINT, Mechanism.STUB_HW_BREAKPOINT,
-                          Mechanism.IN_GUEST_PROBE)
+                          Mechanism.IN_GUEST_PROBE, Mechanism.PLUGIN_COUNTER)
 _WATCH_MECHANISMS = (Mechanism.HW_DATA, Mechanism.PAGE_TRAP, Mechanism.STEP_COMPARE,
                      Mechanism.STUB_WATCH)
 _STUB_ACCESS = {Access.WRITE: StubAccess.WRITE, Access.READ: StubAccess.READ,
@@ -44,7 +45,7 @@ def parse_mechanism(mechanism: Mechanism | str) -> Mechanism:
         return mechanism
     text = str(mechanism).strip()
     for m in Mechanism:
-        if text.lower() in (m.value, m.name.lower()):
+        if text.lower() in (m.value.lower(), m.name.lower()):
             return m
     names = ", ".join(repr(m.value) for m in Mechanism)
     raise UsageError(f"unknown mechanism {mechanism!r}: one of {names}")
@@ -77,6 +78,8 @@ def _breakpoint_offers(caps: TargetCapabilities) -> dict[Mechanism, str]:
         offers[Mechanism.STUB_HW_BREAKPOINT] = ""
     if caps.probes is not None:
         offers[Mechanism.IN_GUEST_PROBE] = ""
+    if caps.exec_counting is not None:
+        offers[Mechanism.PLUGIN_COUNTER] = ""
     return offers
 
 
@@ -88,6 +91,8 @@ def _reason_unavailable(mechanism: Mechanism, caps: TargetCapabilities) -> str:
         return caps.why_not(feature)
     if mechanism is Mechanism.IN_GUEST_PROBE and caps.probes_unavailable:
         return caps.probes_unavailable
+    if mechanism is Mechanism.PLUGIN_COUNTER and caps.exec_counting_unavailable:
+        return f"the {caps.name} target counts nothing itself: {caps.exec_counting_unavailable}"
     return f"the {caps.name} target offers no {mechanism.value}"
 
 
@@ -97,15 +102,15 @@ def plan_breakpoint(
 ) -> Plan:
     """Candidate mechanisms for an execution breakpoint, best first; only
     ``mechanism`` if the request names one. ``counting``: the request only
-    counts (a tracepoint without a condition), so an in-guest probe can
-    serve it."""
+    counts (a tracepoint without a condition), so a mechanism that never
+    stops may serve it."""
     offers = _breakpoint_offers(caps)
     if mechanism is not None:
         if mechanism not in _BREAKPOINT_MECHANISMS:
             raise UsageError(f"a breakpoint cannot be served by a {mechanism.value}")
-        if mechanism is Mechanism.IN_GUEST_PROBE and not counting:
-            raise UsageError("an in-guest probe only counts: it serves tracepoints without "
-                             "a condition")
+        if mechanism.counts_only and not counting:
+            raise UsageError(f"a {mechanism.value} only counts: it serves tracepoints "
+                             "without a condition")
         if mechanism not in offers:
             raise MechanismUnavailable(_reason_unavailable(mechanism, caps))
         return Plan(((mechanism, f"{mechanism.value} requested"),))
@@ -127,6 +132,11 @@ def plan_breakpoint(
             choices.append((Mechanism.STUB_BREAKPOINT, "the stub refused another hw breakpoint"))
         return Plan(tuple(choices))
     choices: list[tuple[Mechanism, str]] = []
+    if counting and Mechanism.PLUGIN_COUNTER in offers:
+        assert caps.exec_counting is not None
+        choices.append((Mechanism.PLUGIN_COUNTER,
+                        f"auto: an unconditional tracepoint, counted by the target's "
+                        f"{caps.exec_counting.name} without a stop per hit"))
     if counting and Mechanism.IN_GUEST_PROBE in offers:
         choices.append((Mechanism.IN_GUEST_PROBE,
                         "auto: an unconditional tracepoint counts in the guest, no exit per hit"))

@@ -157,16 +157,17 @@ class Breakpoints:
         compiled = _compile(condition)
 
         def change() -> None:
-            reserve = bp.mechanism is Mechanism.IN_GUEST_PROBE and condition is not None
-            if reserve and bp.requested is Mechanism.IN_GUEST_PROBE:
-                raise UsageError(f"{bp} is served by the in-guest probe asked for: a probe "
-                                 "only counts, it cannot evaluate a condition")
+            # A condition is evaluated at each hit, which needs a stop: a
+            # request that only counted is served again by what stops.
+            reserve = condition is not None and bp.mechanism is not None and bp.mechanism.counts_only
+            if reserve and bp.requested is bp.mechanism:
+                raise UsageError(f"{bp} is served by the {bp.mechanism.value} asked for, "
+                                 "which only counts: it cannot evaluate a condition")
             self._conditions[bp.number] = compiled
             bp.condition = condition
-            if reserve:  # a condition needs an exit per hit
-                serving = self._session.serving
-                serving.unserve_breakpoint(bp)
-                serving.serve_breakpoint(bp)
+            if reserve:
+                self._session.serving.unserve_breakpoint(bp)
+                self._session.serving.serve_breakpoint(bp)
 
         self._session._change(change)
 

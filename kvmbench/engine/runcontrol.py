@@ -241,7 +241,10 @@ class RunControl:
         if s.probes.site_at(pc) is not None:
             # Step the original instructions under the jump, all of them.
             return self.run_out(pc) or self.leave_probe()
-        if not s.serving.step_compare_watches and self._emulate_push(pc):
+        # The engine may run the instruction itself only where nothing else
+        # must see it execute: no step-compare watch, no target counter there.
+        emulable = not s.serving.step_compare_watches and not s.exec_counters.counts(pc)
+        if emulable and self._emulate_push(pc):
             self._counted_at = None
             return None
         hardware_only = all(b.mechanism is Mechanism.HW_EXECUTE for b in users)

@@ -26,6 +26,7 @@ from kvmbench.engine.slots import SlotTable
 from kvmbench.errors import BreakpointError, GuestMemoryError, KvmbenchError, SlotsExhausted
 
 if TYPE_CHECKING:
+    from kvmbench.engine.execcounters import ExecCounters
     from kvmbench.engine.probes import Probes
 
 PAGE_SHIFT = 12
@@ -91,6 +92,9 @@ class Serving:
         #: Depth of serve_breakpoint calls: a request unserved inside one
         #: (a probe giving way) does not bring probes back meanwhile.
         self._serving = 0
+        #: Counts the target keeps itself (set by the session); requests
+        #: served so are not in :attr:`armed`: nothing of theirs ever stops.
+        self.exec_counters: ExecCounters | None = None
 
     # --- queries --------------------------------------------------------------------
 
@@ -145,7 +149,9 @@ class Serving:
 
     def _serve_breakpoint(self, bp: Breakpoint, probe: bool) -> None:
         probes = self.probes
-        counting = probe and probes is not None and probes.eligible(bp)
+        counters = self.exec_counters
+        by_probe = probe and probes is not None and probes.eligible(bp)
+        counting = by_probe or (counters is not None and counters.eligible(bp))
         requested = bp.requested
         if not probe and requested is Mechanism.IN_GUEST_PROBE:
             requested = None  # it gives way for now, and comes back once it can
@@ -153,10 +159,12 @@ class Serving:
                                counting=counting)
         failure: KvmbenchError | None = None
         no_probe = ""
-        if counting and self.capabilities.probes is None and bp.kind is Kind.AUTO:
+        if by_probe and self.capabilities.probes is None and bp.kind is Kind.AUTO:
             no_probe = self.capabilities.probes_unavailable or (
                 f"the {self.capabilities.name} target offers none")
         for mechanism, reason in plan.choices:
+            if mechanism is Mechanism.IN_GUEST_PROBE and not by_probe:
+                continue  # giving way: a probe may not serve it now
             try:
                 if mechanism is not Mechanism.IN_GUEST_PROBE and probes is not None:
                     probes.make_room(bp.address, bp)
@@ -166,10 +174,14 @@ class Serving:
                 if mechanism is Mechanism.IN_GUEST_PROBE:
                     no_probe = str(e)
                 continue
-            if no_probe and mechanism is not Mechanism.IN_GUEST_PROBE:
-                reason = f"{reason}; no in-guest probe: {no_probe}"
+            if not mechanism.counts_only:
+                if counting and self.capabilities.exec_counting_unavailable:
+                    reason = f"{reason}; no plugin counter: {self.capabilities.exec_counting_unavailable}"
+                if no_probe:
+                    reason = f"{reason}; no in-guest probe: {no_probe}"
             bp.mechanism, bp.reason = mechanism, reason
-            self.armed.setdefault(bp.address, []).append(bp)
+            if not mechanism.counted_by_target:  # the target counts those even stepped
+                self.armed.setdefault(bp.address, []).append(bp)
             self.generation += 1
             return
         assert failure is not None
@@ -179,6 +191,10 @@ class Serving:
         if mechanism is Mechanism.IN_GUEST_PROBE:
             assert self.probes is not None
             self.probes.arm(bp)
+            bp.slot = None
+        elif mechanism is Mechanism.PLUGIN_COUNTER:
+            assert self.exec_counters is not None
+            self.exec_counters.arm(bp)
             bp.slot = None
         elif mechanism is Mechanism.HW_EXECUTE:
             assert self.slots is not None
@@ -212,6 +228,9 @@ class Serving:
         if mechanism is Mechanism.IN_GUEST_PROBE:
             assert self.probes is not None
             self.probes.disarm(bp)
+        elif mechanism is Mechanism.PLUGIN_COUNTER:
+            assert self.exec_counters is not None
+            self.exec_counters.disarm(bp)
         elif mechanism is Mechanism.HW_EXECUTE:
             assert self.slots is not None
             self.slots.release(bp)

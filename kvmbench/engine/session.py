@@ -8,7 +8,8 @@ requests (:mod:`~kvmbench.engine.serving`), run control
 (:mod:`~kvmbench.engine.stores`), step-compare
 (:mod:`~kvmbench.engine.stepcompare`), counting
 (:mod:`~kvmbench.engine.counting`), in-guest probes
-(:mod:`~kvmbench.engine.probes`) and frames (:mod:`~kvmbench.engine.frames`).
+(:mod:`~kvmbench.engine.probes`), the target's own counters
+(:mod:`~kvmbench.engine.execcounters`) and frames (:mod:`~kvmbench.engine.frames`).
 
 Threads: run control (``cont``, ``stepi``...) blocks the calling thread.
 :meth:`Session.pause` may be called from any other thread. Changes from
@@ -29,6 +30,7 @@ from typing import TypeVar
 from kvmbench.backends.capabilities import HostCapabilities
 from kvmbench.backends.target import Target
 from kvmbench.engine.counting import Counting
+from kvmbench.engine.execcounters import ExecCounters
 from kvmbench.engine.frames import Frames
 from kvmbench.engine.hitlog import HitLog
 from kvmbench.engine.model import Kind, Mechanism, RunState, Stop, StopReason, Watchpoint
@@ -100,6 +102,9 @@ class Session:
         self.serving = Serving(target)
         self.probes = Probes(self)
         self.serving.probes = self.probes
+        #: Tracepoints the target counts itself (the plugin counter).
+        self.exec_counters = ExecCounters(self)
+        self.serving.exec_counters = self.exec_counters
         self.breakpoints = Breakpoints(self)
         self.watchpoints = Watchpoints(self)
         self.counting = Counting(self)
@@ -476,6 +481,7 @@ class Session:
             if not target.closed:
                 target.flush_console()
                 target.flush_translations()  # the guest may have changed its page tables
+                self.exec_counters.sync()  # what the target counted during the run
         if stop.breakpoint is not None:
             bp = self.breakpoints.get(stop.breakpoint)
             if bp is not None and bp.temporary:

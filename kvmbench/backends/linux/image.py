@@ -351,6 +351,31 @@ def debian_debug_vmlinux(image: KernelImage, *, progress: bool = False) -> Path:
     return target
 
 
+def has_dwarf(elf: Path) -> bool:
+    """Whether an ELF file carries DWARF (a .debug_info section)."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
+    try:
+        with open(elf, "rb") as stream:
+            return ELFFile(stream).get_section_by_name(".debug_info") is not None
+    except (OSError, ELFError):
+        return False
+
+
+def cached_debug_vmlinux(image: KernelImage) -> Path | None:
+    """The vmlinux with DWARF for ``image`` if this machine has it: the
+    kernel's own ELF when it was built with debug info, or Debian's -dbg
+    vmlinux already in the cache (never fetched here: ``make linux-debug``)."""
+    if image.vmlinux is not None and has_dwarf(image.vmlinux):
+        return image.vmlinux
+    if image.package is not None:
+        debug = image.package.parent / "vmlinux.debug"
+        if debug.exists():
+            return debug
+    return None
+
+
 # -- a user's own kernel ----------------------------------------------------
 
 

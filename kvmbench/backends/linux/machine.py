@@ -228,6 +228,9 @@ class LinuxMachine:
         #: The TCG counting plugin's table, when booted with ``counting=True``.
         self.counter = counter
         self._workdir = workdir
+        #: Who runs the guest when it is not this object (a debug session
+        #: attached to QEMU's gdbstub): then QMP must not start or stop it.
+        self.driven_by: str | None = None
 
     # -- booting -------------------------------------------------------------
 
@@ -400,6 +403,10 @@ class LinuxMachine:
             return self._with_guest_running(lambda: self._channel.read_file(path, timeout))
 
     def _with_guest_running(self, request: Callable[[], Any]) -> Any:
+        if self.driven_by is not None:
+            # A QMP stop under an attached gdbstub client sends that client
+            # a stop reply it never asked for (QEMU 7.2 gdb_vm_state_change).
+            raise SessionStateError(f"{self.driven_by} runs this guest: use its shell()")
         if self._running is not None and self._running.result is None:
             raise SessionStateError(f"the guest still runs {self._running.command!r}")
         was_running = self.qemu.status() == "running"

@@ -18,6 +18,7 @@ from kvmbench.jupyter.commands import (  # noqa: F401 - register
     gdbserver,
     guest,
     inspection,
+    linux,
     running,
     source,
     unsupported,

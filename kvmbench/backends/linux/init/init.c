@@ -163,6 +163,9 @@ static int fill_inbox(void)
 }
 
 static int signals; /* a signalfd for SIGCHLD */
+/* /dev/null, opened once at start: a command's stdin. The child only dup2s
+ * it, so every open(2) a traced command makes is the command's own. */
+static int null_input = -1;
 
 static void reap_orphans(void)
 {
@@ -184,8 +187,7 @@ static void run_command(const char *command)
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
 		setsid();
-		int null = open("/dev/null", O_RDONLY);
-		dup2(null, 0);
+		dup2(null_input, 0); /* the copy has no FD_CLOEXEC (dup2(2)) */
 		dup2(out[1], 1);
 		dup2(out[1], 2);
 		execl("/bin/sh", "sh", "-c", command, (char *)NULL);
@@ -334,6 +336,9 @@ int main(void)
 	if (signals < 0)
 		die("signalfd");
 
+	null_input = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (null_input < 0)
+		die("open /dev/null");
 	open_channel();
 	struct utsname uts;
 	uname(&uts);
