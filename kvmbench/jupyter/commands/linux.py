@@ -114,20 +114,26 @@ def _ready_view(session: LinuxSession, seconds: float) -> ShellView:
     dwarf = "with DWARF" if session.vmlinux is not None else "no DWARF (make linux-debug for drgn's types)"
     headline = (f"Linux {session.release} ready {origin} in {seconds:.2f} s: {session.target.name}, "
                 f"{session.smp} CPU{'s' if session.smp > 1 else ''}, {dwarf}")
-    return ShellView(Stop(StopReason.PAUSED, session.pc, detail="at the ready shell"), headline)
+    return ShellView(Stop(StopReason.PAUSED, session.pc, detail="at the ready shell"), [headline])
 
 
 def _result_view(wb: Workbench, result: ShellResult) -> ShellView:
     session = _linux_session(wb)
     if result.finished or result.stop is None:
         stop = session.last_stop or Stop(StopReason.PAUSED, session.pc)
-        return ShellView(stop, result.describe(), output=result.output)
+        return ShellView(stop, [result.describe()], output=result.output)
     view = wb.stop_view(result.stop)
     cpu = result.stop.extra.get("cpu")
     headline = view.headline + (f" on CPU {cpu}" if cpu is not None else "")
     headline += f"; {result.command!r} waits (%linux goes on with it)"
+    lines = list(view.lines)
+    first = next((i for i, line in enumerate(lines) if line.strip()), None)
+    if first is None:
+        lines = [headline]
+    else:
+        lines[first] = headline
     return ShellView(**{**{f.name: getattr(view, f.name) for f in dataclasses.fields(StopView)},
-                        "headline": headline}, output=result.output, card=True)
+                        "lines": lines}, output=result.output, card=True)
 
 
 @command("linux", guest=False, runs=True)
@@ -153,7 +159,7 @@ def _linux(wb: Workbench, args: str) -> object:
         return _result_view(wb, session.wait_command())
     view = _result_view(wb, session.shell(text))
     if booted is not None:
-        view = dataclasses.replace(view, headline=f"{booted.headline}\n{view.headline}")
+        view = dataclasses.replace(view, lines=[booted.headline, *view.lines])
     return view
 
 

@@ -552,6 +552,9 @@ class Workbench:
         while True:
             mark = self.mark()
             ran = entry.handler(self, args)
+            if isinstance(ran, StopView):  # a command that shows its own view (a Linux shell's output)
+                self._after_stop(ran.stop)
+                return ran
             assert isinstance(ran, Ran)
             stop = ran.stop
             commands = self._commands_for(stop)
