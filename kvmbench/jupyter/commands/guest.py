@@ -108,6 +108,7 @@ FAMILIES = {
     "status": "Status inquiries.",
     "support": "Support facilities.",
     "gdbserver": "Serving the session to gdb and lldb.",
+    "linux": "A Linux kernel under QEMU: its shell, tasks, log and modules.",
 }
 
 
