@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 OUTPUT = REPO / "test-output"
 
 pytestmark = [
-    pytest.mark.timeout(180),
+    pytest.mark.timeout(300),
     pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is missing (make browser installs it)"),
 ]
 
@@ -41,6 +41,34 @@ class Lab:
     url: str
     token: str
     root: Path
+
+
+def _notebook_report(page) -> str:  # type: ignore[no-untyped-def]
+    """What the notebook shows that explains a wait that timed out: error
+    outputs, the kernel's status, open dialogs (saved with a screenshot)."""
+    OUTPUT.mkdir(exist_ok=True)
+    page.screenshot(path=str(OUTPUT / "browser-failure.png"))
+    errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr'], "
+                          ".jp-RenderedText[data-mime-type='application/vnd.jupyter.error']")
+    texts = [errors.nth(i).inner_text()[:300] for i in range(min(errors.count(), 5))]
+    status = page.locator(".jp-Notebook-ExecutionIndicator").first.get_attribute("data-status")
+    dialogs = page.locator(".jp-Dialog-content")
+    shown = [dialogs.nth(i).inner_text()[:300] for i in range(dialogs.count())]
+    return f"kernel status {status}; error outputs {texts}; dialogs {shown}; see test-output/browser-failure.png"
+
+
+def _toolbar_button(page, button):  # type: ignore[no-untyped-def]
+    """``button`` of the notebook toolbar, brought out of the toolbar's
+    overflow menu when the toolbar is too narrow to show it."""
+    from playwright.sync_api import expect
+
+    button.wait_for(state="attached")
+    if not button.is_visible():
+        opener = page.locator(".jp-Toolbar-responsive-opener:visible").first
+        if opener.count():
+            opener.click()
+    expect(button).to_be_visible(timeout=30_000)
+    return button
 
 
 def _free_port() -> int:
@@ -124,9 +152,12 @@ def test_tour_panel_continue_pause_counts_and_plot(lab: Lab, page) -> None:
     page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
 
     panel = page.locator(".kvmbench-panel").first
-    panel.wait_for(state="attached", timeout=60_000)
+    try:  # generous: Run All boots three guests and runs fib 15 to its end on a loaded machine
+        panel.wait_for(state="attached", timeout=120_000)
+    except Exception as e:
+        raise AssertionError(f"no panel after Run All: {_notebook_report(page)}") from e
     # Run All finished: the last cell printed the session's state.
-    expect(page.locator(".jp-OutputArea-output").filter(has_text="hits so far")).to_have_count(1, timeout=60_000)
+    expect(page.locator(".jp-OutputArea-output").filter(has_text="hits so far")).to_have_count(1, timeout=120_000)
     assert page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").filter(
         has_text="Error").count() == 0
     no_news = page.get_by_role("button", name="No", exact=True)  # JupyterLab's news prompt
@@ -193,7 +224,7 @@ def test_jupyterlab_debugger_shows_fibs_locals_and_next_moves_one_c_line(lab: La
 
     # The debugger switched on while the guest is stopped: the stack at once,
     # the cells' breakpoint in its sidebar, fib's variables in Locals.
-    bug.click()
+    _toolbar_button(page, bug).click()
     callstack = page.locator(".jp-DebuggerCallstack")
     frames = callstack.get_by_role("listitem")
     expect(frames.first).to_contain_text("src/fib.c:12", timeout=60_000)
@@ -208,7 +239,9 @@ def test_jupyterlab_debugger_shows_fibs_locals_and_next_moves_one_c_line(lab: La
     page.screenshot(path=str(OUTPUT / "browser-debugger.png"))
 
     # Next: one C line on, in the same frame.
-    page.locator("[title^='Next']:visible").first.click()  # the callstack toolbar's Next (F10)
+    next_button = page.locator("[title^='Next']:visible").first
+    expect(next_button).to_be_enabled(timeout=30_000)  # the debugger knows the thread is stopped
+    next_button.click()  # the callstack toolbar's Next (F10)
     expect(frames.first).to_contain_text("src/fib.c:13", timeout=60_000)
     assert frames.first.inner_text().split()[0] == "fib" and frames.count() == 2
     expect(variables).to_contain_text(re.compile(r"n\s*:?\s*10 \(long\)"), timeout=30_000)  # still fib(10)'s
