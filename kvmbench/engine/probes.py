@@ -91,7 +91,9 @@ class Probes:
         #: Every probe ever planted, by the key its hits carry: hits of a
         #: trampoline still running when its probe went are still drained.
         self._by_key: dict[int, ProbeSite] = {}
-        self._lifted: list[ProbeSite] = []
+        #: Probes whose original bytes are in place now (stepped through);
+        #: planted again once rip has left them.
+        self.lifted: list[ProbeSite] = []
         #: Tracepoints that gave way to another request, to be probes again.
         self._gave_way: list[Breakpoint] = []
         self._retrying = False
@@ -126,7 +128,7 @@ class Probes:
     def lifted_around(self, pc: int) -> bool:
         """rip stands past the first byte of a probe whose originals are in
         place: it must leave them before the probe is planted again."""
-        return any(site.address < pc < site.end for site in self._lifted)
+        return any(site.address < pc < site.end for site in self.lifted)
 
     def in_area(self, pc: int | None) -> bool:
         probes = self._s.target.capabilities.probes
@@ -137,8 +139,8 @@ class Probes:
         for: the probed address in the counting code, a displaced
         instruction's own address at its copy, the first byte past the
         displaced ones at the jump back."""
-        if pc is None or not self.in_area(pc):
-            return pc
+        if pc is None or not self._by_key or not self.in_area(pc):
+            return pc  # (no trampoline at all: the store path's common case)
         for site in self._by_key.values():
             installed = site.installed
             start, end = installed.trampoline
@@ -268,8 +270,8 @@ class Probes:
         for address in site.physical:
             patches.remove(address)  # the originals, as written last
         del self.sites[site.address]
-        if site in self._lifted:
-            self._lifted.remove(site)
+        if site in self.lifted:
+            self.lifted.remove(site)
         site.lifted = False
         s.target.remove_probe(site.installed.key)
         s.serving.update_write_traps()
@@ -335,23 +337,23 @@ class Probes:
         for address in site.physical:
             patches.lift(address)
         site.lifted = True
-        self._lifted.append(site)
+        self.lifted.append(site)
 
     def settle(self, pc: int) -> None:
         """Plant again every lifted probe whose bytes rip has left (before a
         resume: the guest must never run the originals while a probe is
         supposed to count, nor a jump's middle)."""
-        if not self._lifted:
+        if not self.lifted:
             return
         patches = self._s.serving.patches
         assert patches is not None
-        for site in list(self._lifted):
+        for site in list(self.lifted):
             if site.covers(pc):
                 continue
             for address in site.physical:
                 patches.rearm(address)
             site.lifted = False
-            self._lifted.remove(site)
+            self.lifted.remove(site)
 
     # --- before every resume ------------------------------------------------------------
 

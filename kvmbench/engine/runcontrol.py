@@ -83,8 +83,10 @@ class RunControl:
         from another thread (:meth:`Session.apply_while_paused`) is not an
         event: the run goes on."""
         s = self._s
+        probes = s.probes
         while True:
-            s.probes.settle(s.target.pc)
+            if probes.lifted:
+                probes.settle(s.target.pc)
             s.serving.program()
             event = s.target.resume(how)
             if not isinstance(event, Paused) or not s.apply_while_paused():
@@ -238,7 +240,7 @@ class RunControl:
             users = [b for b in s.serving.breakpoints_at(pc) if b.mechanism is not None]
         if not users:
             return None
-        if s.probes.site_at(pc) is not None:
+        if s.probes.sites and s.probes.site_at(pc) is not None:
             # Step the original instructions under the jump, all of them.
             return self.run_out(pc) or self.leave_probe()
         # The engine may run the instruction itself only where nothing else

@@ -361,7 +361,7 @@ class Serving:
 
     def program(self) -> None:
         """Tell the target what is armed now, if that changed since last time."""
-        if self.probes is not None:
+        if self.probes is not None and self.probes.sites:
             self.probes.before_resume()
         if self._write_trap_pages != self._applied_write_traps:
             self.target.set_write_traps(self._write_trap_pages)
