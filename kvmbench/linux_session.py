@@ -40,6 +40,7 @@ from kvmbench.engine.model import Breakpoint, RunState, Stop, StopReason
 from kvmbench.engine.requests import Breakpoints
 from kvmbench.engine.session import Session
 from kvmbench.errors import KvmbenchError, SessionStateError, SymbolError, UsageError
+from kvmbench.linux_frames import KernelUnwinder
 from kvmbench.symbols.kallsyms import parse_kallsyms
 from kvmbench.symbols.model import Symbol, SymbolKind
 from kvmbench.symbols.table import SymbolTable
@@ -417,6 +418,7 @@ class LinuxSession(Session):
         #: The last guest command that ended (its whole output and status).
         self.last_command: ShellResult | None = None
         super().__init__(target, self._load_symbols)
+        self.frames.unwinder_factory = lambda base: KernelUnwinder(self, base)
         self.breakpoints: LinuxBreakpoints = LinuxBreakpoints(self)
         self._hooks: list[Breakpoint] = []
         self._hooks_armed = False
@@ -873,7 +875,7 @@ class LinuxSession(Session):
             # (An inlined frame's physical frame follows it, at the same pc.)
             # Where drgn lacks unwind data it may go on from garbage: keep
             # the frames whose pc lies in a known kernel function.
-            kernel = list(itertools.takewhile(self._in_kernel_code, frames))
+            kernel = list(itertools.takewhile(self.in_kernel_code, frames))
             pcs.extend(kernel[:limit - len(pcs)])
             if len(kernel) != 1:
                 break  # unwound (or a lone frame entered from user space)
@@ -890,7 +892,8 @@ class LinuxSession(Session):
             registers = {**registers, "rip": caller, "rsp": rsp + 8}
         return pcs
 
-    def _in_kernel_code(self, pc: int) -> bool:
+    def in_kernel_code(self, pc: int) -> bool:
+        """Whether ``pc`` lies in a known function of the kernel (or a module)."""
         symbol = self.symbols.get_containing(pc) if pc >= KERNEL_SPACE else None
         return symbol is not None and symbol.kind is SymbolKind.FUNCTION
 

@@ -54,5 +54,5 @@ def test_the_linux_notebook_runs_and_finds_what_it_says(tmp_path: Path) -> None:
     assert "stub breakpoint (Z0)" in output("alloc = ")
     assert "breakpoint" in output("%linux cat /proc/version") and "do_sys_openat2" in output("%linux cat /proc/version")
     assert "filename: /proc/version on CPU 0" in output("filename = ")
-    assert "do_sys_openat2" in output("bt").splitlines()[0]
+    assert "do_sys_openat2" in output("bt").splitlines()[0] and "do_syscall_64" in output("bt")
     assert "[kthreadd]" in output("%ps")

@@ -126,6 +126,16 @@ def test_the_kernel_backtrace_is_the_system_call_path(linux: LinuxSession) -> No
     assert names[-1].startswith("entry_SYSCALL_64")
 
 
+def test_the_frame_commands_see_the_frames_drgn_unwinds(linux: LinuxSession) -> None:
+    needs_dwarf(linux)
+    linux.breakpoints.add(ENTRY)
+    linux.shell("/bin/syscalls 1")
+    assert [frame.name for frame in linux.frame_list()] == [
+        linux.symbols.format_address(pc).split("+")[0] for pc in linux.backtrace()]
+    caller = linux.select_frame(1)
+    assert caller.name == "do_syscall_64" and caller.physical.method.value.endswith("(drgn)")
+
+
 def test_drgn_sees_the_stopped_program_as_the_running_task(linux: LinuxSession) -> None:
     needs_dwarf(linux)
     linux.breakpoints.add(ENTRY)

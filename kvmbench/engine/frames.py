@@ -26,6 +26,7 @@ registers where the target has them) and memory as the guest wrote it
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from kvmbench.arch import instructions
@@ -149,6 +150,9 @@ class Frames:
         self._session = session
         self._program: "Program | SymbolsOnlyProgram | None" = None
         self.context = LiveFrameContext(session)
+        #: Given the program's own unwinder, the one to use instead (a
+        #: kernel session's knows the kernel's unwind data); set before use.
+        self.unwinder_factory: Callable[[Unwinder], Unwinder] | None = None
 
     # --- the program ----------------------------------------------------------------
 
@@ -164,6 +168,8 @@ class Frames:
                 self._program = Program.from_path(session.image, symbols=session.symbols)
             else:
                 self._program = SymbolsOnlyProgram(session.symbols, Unwinder(None, self._bounds))
+            if self.unwinder_factory is not None:
+                self._program.unwinder = self.unwinder_factory(self._program.unwinder)
         return self._program
 
     @property

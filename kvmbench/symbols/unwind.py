@@ -54,6 +54,7 @@ class UnwindMethod(enum.Enum):
     PROLOGUE = "prologue analysis"  # no CFI, pc in or before the frame setup, or frameless
     FRAME_POINTER = "frame pointer"  # no CFI: the rbp chain
     TAIL_CALL = "tail call"  # a caller that tail-called its callee: from DWARF call sites
+    KERNEL = "the kernel's unwind data (drgn)"  # a Linux kernel's ORC or CFI, through drgn
 
     @classmethod
     def for_section(cls, section: CfiSection | None) -> UnwindMethod:
