@@ -318,3 +318,29 @@ def one_line(error: BaseException) -> bool:
     """A user-facing error: one non-empty line."""
     text = str(error)
     return bool(text.strip()) and "\n" not in text.strip()
+
+
+def close_leaves_code(s: Session, code_start: int, code_length: int) -> bytes:
+    """Close ``s`` with whatever it has armed; the guest's code as it was in
+    memory when the target itself closed (every byte put back by then)."""
+    seen: list[bytes] = []
+    physical = s.target.translate(code_start)
+    close = s.target.close
+
+    def look_then_close() -> None:
+        seen.append(s.target.read_physical(physical, code_length))
+        close()
+
+    s.target.close = look_then_close  # type: ignore[method-assign]
+    s.close()
+    assert len(seen) == 1
+    return seen[0]
+
+
+def delete_every_request(s: Session, code_start: int, code_length: int) -> bytes:
+    """Delete every breakpoint and watchpoint; the code's raw bytes after."""
+    for bp in list(s.breakpoints):
+        s.breakpoints.delete(bp.number)
+    for wp in list(s.watchpoints):
+        s.watchpoints.delete(wp.number)
+    return s.target.read_physical(s.target.translate(code_start), code_length)

@@ -13,9 +13,11 @@ import functools
 
 from capstone import CS_ARCH_X86, CS_MODE_64, Cs
 from corpus import (
+    close_leaves_code,
+    code_bytes,
     cont,
     corpus_dir,  # noqa: F401 - fixture
-    code_bytes,
+    delete_every_request,
     elf_symbols,
     guest_path,
     one_line,
@@ -145,24 +147,11 @@ def test_any_request_sequence_leaves_the_guest_computing_as_undisturbed(
             assert s.mem.read(code_start, code_length) == pristine, f"a trap byte shows after {op}"
 
         if close_armed:
-            seen: list[bytes] = []
-            physical = s.target.translate(code_start)
-            close = s.target.close
-
-            def look_then_close() -> None:
-                seen.append(s.target.read_physical(physical, code_length))
-                close()
-
-            s.target.close = look_then_close  # type: ignore[method-assign]
-            s.close()
-            assert seen == [pristine], "close() left a trap byte in the guest's code"
+            assert close_leaves_code(s, code_start, code_length) == pristine, \
+                "close() left a trap byte in the guest's code"
             return
-        for bp in list(s.breakpoints):
-            s.breakpoints.delete(bp.number)
-        for wp in list(s.watchpoints):
-            s.watchpoints.delete(wp.number)
+        raw = delete_every_request(s, code_start, code_length)
         assert s.mem.read(code_start, code_length) == pristine
-        raw = s.target.read_physical(s.target.translate(code_start), code_length)
         assert raw == pristine, "deleting every request left a trap byte in memory"
         stop = cont(s)
         assert stop.reason is StopReason.EXITED and stop.exit_code == 0, stop.describe()
