@@ -113,6 +113,20 @@ def test_address_outside_guest_memory_is_refused(open_guest) -> None:
     assert s.cont().exit_code == 0 and bp.hit_count == fib_calls(5)
 
 
+def test_a_condition_naming_nothing_in_scope_is_refused_when_set_as_gdb_refuses_it(open_guest) -> None:
+    s = open_guest("fib", [5])
+    before = _memory(s)
+    with pytest.raises(ConditionError, match=r'^No symbol "nn" in current context\.$'):
+        s.breakpoints.add("fib.c:12", condition="nn == 3")
+    assert _memory(s) == before and len(s.breakpoints) == 0
+    bp = s.breakpoints.add("fib.c:12", condition="n == 3 && $rdi == n && fib != 0")  # all in scope
+    with pytest.raises(ConditionError, match='No symbol "rdi"'):
+        s.breakpoints.set_condition(bp.number, "rdi == 3")  # a register is $rdi
+    assert bp.condition == "n == 3 && $rdi == n && fib != 0"
+    stop = s.cont()
+    assert stop.breakpoint == bp.number and s.regs.rdi == 3
+
+
 def test_condition_that_does_not_parse_is_refused_up_front(open_guest) -> None:
     s = open_guest("fib", [5])
     before = _memory(s)

@@ -30,6 +30,7 @@ from kvmbench.engine.model import Condition
 from kvmbench.errors import ConditionError, ExpressionError, KvmbenchError
 from kvmbench.expressions import Evaluator
 from kvmbench.symbols.frame import ImageMemory, StaticFrame
+from kvmbench.symbols.frames import blocks_to_function
 
 if TYPE_CHECKING:
     from kvmbench.engine.session import Session
@@ -90,6 +91,37 @@ class _Untyped:
 _NO_FRAME = StaticFrame(ImageMemory(), None)
 
 
+class _ScopeAt:
+    """The blocks at an address, without a frame: where gdb looks a
+    condition's names up when the breakpoint is set."""
+
+    def __init__(self, block: Any) -> None:
+        self.block = block
+
+    def iter_blocks(self) -> Any:
+        return blocks_to_function(self.block)
+
+
+def _names_used(tree: c_ast.Node) -> set[str]:
+    """The program names an expression's tree refers to (not member names
+    after ``.``/``->``, nor kvmbench's reserved names for registers,
+    history and convenience variables)."""
+    from kvmbench.expressions import syntax
+
+    names: set[str] = set()
+
+    class Visitor(c_ast.NodeVisitor):
+        def visit_StructRef(self, node: c_ast.StructRef) -> None:
+            self.visit(node.name)
+
+        def visit_ID(self, node: c_ast.ID) -> None:
+            if not node.name.startswith(syntax.RESERVED):
+                names.add(node.name)
+
+    Visitor().visit(tree)
+    return names
+
+
 def _check_syntax(text: str) -> None:
     """Refuse a string that is no C expression, with gdb's words."""
     try:
@@ -133,16 +165,25 @@ class CompiledCondition:
         """The C expression, None for a callable."""
         return self._text
 
-    def check(self, program: object) -> None:
-        """Refuse a condition that is not an expression, as gdb refuses it
-        when it is set (its names are looked up at each hit: the frame
-        that hits is not known yet)."""
+    def check_names(self, program: Any, address: int) -> None:
+        """Refuse a condition naming something nothing defines at ``address``
+        (a local or argument in scope there, a global, a function, an
+        enumerator, an ELF symbol), as gdb refuses ``break fib if nn == 3``
+        when it is set: ``No symbol "nn" in current context.``. Values are
+        still read at each hit, in the frame that hits."""
         if self._text is None:
             return
         try:
-            _ConditionEvaluator(program, parses=self._parses)._parse(self._text)
+            tree = _ConditionEvaluator(program, parses=self._parses)._parse(self._text)
         except ExpressionError as e:
             raise ConditionError(str(e)) from None
+        units = getattr(program, "units", None)
+        scope = _ScopeAt(units.scope_at(address) if units is not None else None)
+        for name in sorted(_names_used(tree)):
+            if (program.find_variable(name, scope) is None and program.find_function(name, scope) is None
+                    and program.find_enumerator(name, scope) is None
+                    and program.symbols.get_by_name(name) is None):
+                raise ConditionError(f'No symbol "{name}" in current context.')
 
     def evaluate(self, session: "Session", names: Mapping[str, object] | None = None) -> bool:
         """Truth of the condition at a hit; errors become one-line ConditionErrors."""

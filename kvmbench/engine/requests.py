@@ -102,6 +102,8 @@ class Breakpoints:
         def change() -> Breakpoint:
             text, address = session._resolve(location)
             session._check_code_address(address, kind, requested)
+            if compiled is not None:
+                compiled.check_names(session.frames.program, address)
             bp = Breakpoint(
                 number=session._numbers.next_number, location=text, address=address, kind=kind,
                 condition=condition, ignore_count=ignore_count, temporary=temporary,
@@ -163,6 +165,8 @@ class Breakpoints:
             if reserve and bp.requested is bp.mechanism:
                 raise UsageError(f"{bp} is served by the {bp.mechanism.value} asked for, "
                                  "which only counts: it cannot evaluate a condition")
+            if compiled is not None:
+                compiled.check_names(self._session.frames.program, bp.address)
             self._conditions[bp.number] = compiled
             bp.condition = condition
             if reserve:

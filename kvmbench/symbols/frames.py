@@ -74,12 +74,17 @@ class SourceFrame:
 
     def iter_blocks(self) -> Iterator[Scope]:
         """The blocks from the innermost at the pc out to this frame's function (gdb's order)."""
-        scope = self.block
-        while scope is not None:
-            yield scope
-            if scope.is_function:
-                return
-            scope = scope.parent
+        return blocks_to_function(self.block)
+
+
+def blocks_to_function(block: Scope | None) -> Iterator[Scope]:
+    """``block`` and its parents out to the function holding it (gdb's order)."""
+    scope = block
+    while scope is not None:
+        yield scope
+        if scope.is_function:
+            return
+        scope = scope.parent
 
 
 @dataclass(frozen=True)
