@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 import tempfile
 import warnings
 from collections.abc import Iterable
@@ -85,3 +86,23 @@ def atomic_write(path: Path, data: bytes) -> None:
     partial = path.with_name(f".{path.name}.{os.getpid()}.part")
     partial.write_bytes(data)
     os.replace(partial, path)
+
+
+def compile_c(gcc: str, source: bytes, output: Path, flags: list[str]) -> str | None:
+    """Compile C ``source`` into ``output`` with ``gcc flags``, through files
+    of this process's own (others may be building the same cache entry at
+    the same time); None when it worked, else the compiler's last line."""
+    own = os.getpid()
+    source_path = output.with_name(f".{output.name}.{own}.c")
+    partial = output.with_name(f".{output.name}.{own}.part")
+    source_path.write_bytes(source)
+    try:
+        result = subprocess.run([gcc, *flags, "-o", str(partial), str(source_path)],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            return (result.stderr.strip().splitlines() or ["no output"])[-1]
+        os.replace(partial, output)
+        return None
+    finally:
+        source_path.unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from kvmbench.backends.linux.cache import atomic_write, cache_dir, content_hash
+from kvmbench.backends.linux.cache import atomic_write, cache_dir, compile_c, content_hash
 from kvmbench.backends.linux.cpio import CpioWriter
 from kvmbench.errors import KvmbenchError
 
@@ -46,16 +46,9 @@ def build_init() -> Path:
     binary = directory / "init"
     if binary.exists():
         return binary
-    (directory / "init.c").write_bytes(source)
-    result = subprocess.run(
-        [gcc, "-static", "-O2", "-Wall", "-o", str(directory / "init.part"), str(directory / "init.c")],
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise InitramfsError(f"compiling the guest's init failed (static glibc: apt-get install libc6-dev): {last}")
-    os.replace(directory / "init.part", binary)
+    failed = compile_c(gcc, source, binary, ["-static", "-O2", "-Wall"])
+    if failed is not None:
+        raise InitramfsError(f"compiling the guest's init failed (static glibc: apt-get install libc6-dev): {failed}")
     return binary
 
 

@@ -435,7 +435,7 @@ class LinuxMachine:
             memory = self.qemu.memory
             found = find_vmcoreinfo(memory.read, [(s, e) for s, e, _ in memory.ranges], hint=hint)
             if self._layout_is_snapshots:
-                hint_file.write_text(f"{found.physical_address:#x}\n")
+                atomic_write(hint_file, f"{found.physical_address:#x}\n".encode())
             self._vmcoreinfo = found
         return self._vmcoreinfo
 

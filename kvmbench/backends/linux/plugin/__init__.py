@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from kvmbench.backends.linux.cache import cache_dir, content_hash
+from kvmbench.backends.linux.cache import cache_dir, compile_c, content_hash
 from kvmbench.backends.qemu import PluginSpec
 from kvmbench.errors import KvmbenchError
 
@@ -51,17 +51,9 @@ def build_plugin() -> Path:
     library = directory / "execcount.so"
     if library.exists():
         return library
-    (directory / "execcount.c").write_bytes(source)
-    result = subprocess.run(
-        [gcc, "-shared", "-fPIC", "-O2", "-Wall", "-fvisibility=hidden",
-         "-o", str(directory / "execcount.part.so"), str(directory / "execcount.c")],
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise PluginError(f"compiling the counting plugin failed: {last}")
-    os.replace(directory / "execcount.part.so", library)
+    failed = compile_c(gcc, source, library, ["-shared", "-fPIC", "-O2", "-Wall", "-fvisibility=hidden"])
+    if failed is not None:
+        raise PluginError(f"compiling the counting plugin failed: {failed}")
     return library
 
 
