@@ -498,3 +498,16 @@ def test_a_refused_register_write_ends_the_resume_before_the_guest_runs(stub_fac
         target.resume()
     assert "rax" in one_line(refused.value)
     assert not any(p.startswith(b"vCont;") for p in stub.log)
+
+
+def test_the_guests_exit_waits_for_the_launched_stub_so_its_console_is_complete(stub_factory, clients) -> None:
+    from kvmbench.backends.gdbremote.target import GdbRemoteTarget
+    from kvmbench.backends.target import Exited
+
+    stub = stub_factory(packet_vCont=lambda self, packet: b"W03")
+    waited: list[float] = []
+    target = GdbRemoteTarget(attach(stub, clients), name="scripted",
+                             exit_code=lambda timeout: waited.append(timeout) or 3)
+    event = target.resume()
+    assert isinstance(event, Exited) and event.code == 3
+    assert waited and waited[0] > 0  # the launcher was given time to end (and drain its console)

@@ -3,6 +3,7 @@ refusals, each in one line."""
 
 from __future__ import annotations
 
+import itertools
 import re
 import shutil
 import signal
@@ -73,10 +74,13 @@ def test_a_non_loopback_address_is_served_with_a_warning(tmp_path, caps) -> None
 def test_a_second_gdb_is_told_another_debugger_is_attached(tmp_path, caps) -> None:
     process, port, _ = _start("127.0.0.1:0", tmp_path)
     first = subprocess.Popen(["gdb", "-batch", "-nx", "-ex", f"target remote 127.0.0.1:{port}",
-                              "-ex", "shell sleep 3"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True)
+                              "-ex", "echo ATTACHED\\n", "-ex", "shell sleep 3"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        time.sleep(1.0)
+        assert first.stdout is not None
+        # Waited for, not slept for: on a loaded machine gdb takes its time to attach.
+        seen = "".join(itertools.takewhile(lambda line: "ATTACHED" not in line, first.stdout))
+        assert first.poll() is None, f"the first gdb did not attach: {seen}"
         second = subprocess.run(["gdb", "-batch", "-nx", "-ex", f"target remote 127.0.0.1:{port}"],
                                 capture_output=True, text=True, timeout=60)
         assert "another debugger (127.0.0.1:" in second.stdout + second.stderr

@@ -71,6 +71,8 @@ SOCKET_TIMEOUT = 15.0
 QMP_TIMEOUT = 30.0
 #: The console keeps at most this many characters (the newest).
 CONSOLE_LIMIT = 1 << 20
+#: How long the console reader may take to pass on QEMU's last output once QEMU exited.
+CONSOLE_DRAIN_TIMEOUT = 2.0
 #: Lines of QEMU's stderr kept for error messages.
 STDERR_LINES = 50
 
@@ -450,6 +452,7 @@ class Qemu:
         self._stderr: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
         self._memory: GuestMemory | None = None
         self._threads: list[threading.Thread] = []
+        self._console_reader: threading.Thread | None = None
         self._socket_timeout = SOCKET_TIMEOUT
         self._collect_events = True
         self._closed = False
@@ -517,10 +520,11 @@ class Qemu:
         )
         self._spawn_thread(self._read_stderr, "kvmbench-qemu-stderr")
 
-    def _spawn_thread(self, target: Callable[[], None], name: str) -> None:
+    def _spawn_thread(self, target: Callable[[], None], name: str) -> threading.Thread:
         thread = threading.Thread(target=target, name=name, daemon=True)
         thread.start()
         self._threads.append(thread)
+        return thread
 
     def _read_stderr(self) -> None:
         assert self._process is not None and self._process.stderr is not None
@@ -576,7 +580,7 @@ class Qemu:
 
     def _connect_console(self) -> None:
         self._console_socket = self.connect_socket(self.directory / "console.sock")
-        self._spawn_thread(self._read_console, "kvmbench-qemu-console")
+        self._console_reader = self._spawn_thread(self._read_console, "kvmbench-qemu-console")
 
     def connect_socket(self, path: Path) -> socket.socket:
         """A connection to one of QEMU's server sockets. QEMU binds a socket
@@ -794,6 +798,11 @@ class Qemu:
             status = self._process.wait(timeout)
         except subprocess.TimeoutExpired:
             return None
+        # QEMU is gone: its console socket ends; the reader takes the last
+        # output first, so whoever reports the exit shows all of it.
+        console = self._console_reader
+        if console is not None:
+            console.join(CONSOLE_DRAIN_TIMEOUT)
         return decode_exit_status(status)
 
     @property

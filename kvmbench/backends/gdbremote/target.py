@@ -60,6 +60,8 @@ from kvmbench.rsp.stops import WatchKind
 
 _GPRS = tuple(x86_64.KVM_REGS_FIELDS)
 _MASK64 = (1 << 64) - 1
+#: After a stub reports the guest's exit, how long its launcher may take to end.
+EXIT_SETTLE_TIMEOUT = 2.0
 _BREAKPOINT_TYPES = {"sw": BreakpointType.SOFTWARE, "hw": BreakpointType.HARDWARE}
 _WATCH_TYPES = {StubAccess.WRITE: BreakpointType.WRITE_WATCH,
                 StubAccess.READ: BreakpointType.READ_WATCH,
@@ -349,6 +351,8 @@ class GdbRemoteTarget:
 
     def _translate(self, stop: StopEvent, stepping: bool) -> TargetEvent:
         if isinstance(stop, TargetExit):
+            if self._exit_code is not None:
+                self._exit_code(EXIT_SETTLE_TIMEOUT)  # a launched stub ends too: its console is complete
             return Exited(stop.code)
         if isinstance(stop, TargetKilled):
             raise GuestError(f"the {self.name} stub reports the guest killed (signal {stop.signal})")
