@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import socket
 import threading
 from collections.abc import Callable
@@ -31,6 +32,8 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 1234
 #: How long a refused client is given to send its first packet.
 _REFUSE_TIMEOUT = 2.0
+#: A whole packet, $data#checksum, in what a refused client sent.
+_FIRST_PACKET = re.compile(rb"\$[^#]*#[0-9a-fA-F]{2}")
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -171,9 +174,18 @@ class GdbServer:
                    "one client at a time")
         try:
             sock.settimeout(_REFUSE_TIMEOUT)
-            data = sock.recv(4096)
-            if data:
-                sock.sendall(ACK + encode_packet(message.encode()))
+            data = b""
+            while _FIRST_PACKET.search(data) is None:  # gdb may send its "+" on its own first
+                chunk = sock.recv(4096)
+                if not chunk:
+                    return
+                data += chunk
+            sock.sendall(ACK + encode_packet(message.encode()))
+            # Closing with the client's next packet unread would reset the
+            # connection before it reads why: let it close first.
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(4096):
+                pass
         except OSError:
             pass
         finally:
