@@ -127,11 +127,7 @@ class SymbolsOnlyProgram:
         return None
 
     def symbolize(self, address: int) -> str | None:
-        symbol = self.symbols.get_containing(address)
-        if symbol is None:
-            return None
-        offset = address - symbol.address
-        return symbol.name if offset == 0 else f"{symbol.name}+{offset}"
+        return self.symbols.symbolize(address)
 
     def breakpoint_address(self, address: int) -> int:
         return address

@@ -216,11 +216,7 @@ class Program:
 
     def symbolize(self, address: int) -> str | None:
         """``sym+off`` for an address a function or object holds, as gdb's ``<...>`` shows it."""
-        symbol = self.symbols.get_containing(address)
-        if symbol is None:
-            return None
-        offset = address - symbol.address
-        return symbol.name if offset == 0 else f"{symbol.name}+{offset}"
+        return self.symbols.symbolize(address)
 
     # -- breakpoint locations, as gdb places them ---------------------------------
 

@@ -164,9 +164,14 @@ class SymbolTable:
 
     def format_address(self, address: int) -> str:
         """``fib+12`` (decimal offset, as gdb prints), ``fib``, or ``0x1234`` if unknown."""
+        name = self.symbolize(address)
+        return name if name is not None else f"{address:#x}"
+
+    def symbolize(self, address: int) -> str | None:
+        """``fib+12`` or ``fib`` for an address a symbol holds, as gdb's ``<...>`` shows it; None if none does."""
         symbol = self.get_containing(address)
         if symbol is None:
-            return f"{address:#x}"
+            return None
         offset = address - symbol.address
         return symbol.name if offset == 0 else f"{symbol.name}+{offset}"
 
